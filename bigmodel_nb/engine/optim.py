@@ -1,0 +1,78 @@
+"""Optimizers and learning-rate schedules by name, so `--optimizer adam --schedule cosine` just works."""
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from .errors import BigModelError
+
+# name -> (torch class, fixed keyword arguments, default learning rate)
+OPTIMIZERS: dict[str, tuple[type, dict, float]] = {
+    "sgd": (torch.optim.SGD, {}, 0.05),
+    "momentum": (torch.optim.SGD, {"momentum": 0.9}, 0.01),
+    "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, 0.01),
+    "rmsprop": (torch.optim.RMSprop, {}, 1e-3),
+    "adagrad": (torch.optim.Adagrad, {}, 1e-2),
+    "adam": (torch.optim.Adam, {}, 1e-3),
+    "adamw": (torch.optim.AdamW, {"weight_decay": 0.01}, 1e-3),
+}
+
+SCHEDULES = ("constant", "step", "cosine", "warmup-cosine")
+
+
+def _unknown(kind: str, name: str, choices: Iterable[str]) -> BigModelError:
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return BigModelError(f"Unknown {kind} '{name}'; choose one of: {', '.join(choices)}{hint}.")
+
+
+def default_lr(name: str) -> float:
+    """The learning rate used when `--lr` is not given. Example: ``default_lr("adam") == 1e-3``"""
+    return OPTIMIZERS[name][2] if name in OPTIMIZERS else 1e-3
+
+
+def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """Build an optimizer from a name, an instance, or a factory ``params -> Optimizer``.
+
+    Example: ``opt = make_optimizer("adam", model.parameters(), lr=3e-4)``
+    """
+    if isinstance(spec, torch.optim.Optimizer):
+        return spec
+    if callable(spec) and not isinstance(spec, str):
+        return spec(params)
+    name = str(spec).lower()
+    if name not in OPTIMIZERS:
+        raise _unknown("optimizer", name, OPTIMIZERS)
+    cls, fixed, lr0 = OPTIMIZERS[name]
+    kwargs = dict(fixed)
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    return cls(params, lr=lr0 if lr is None else lr, **kwargs)
+
+
+def make_schedule(spec, optimizer: torch.optim.Optimizer, total_steps: int, warmup: int = 0):
+    """A per-step LR scheduler by name (or a callable ``optimizer -> scheduler``).
+
+    Example: ``sched = make_schedule("cosine", opt, total_steps=1000)``
+    """
+    if spec is None or spec == "constant":
+        factor: Callable[[int], float] = lambda step: 1.0
+    elif callable(spec) and not isinstance(spec, str):
+        return spec(optimizer)
+    elif spec == "step":  # x0.1 at 60% and 85% of training, the classic ResNet recipe
+        factor = lambda step: 0.1 ** sum(step >= m * total_steps for m in (0.6, 0.85))
+    elif spec in ("cosine", "warmup-cosine"):
+        warm = warmup or (max(1, total_steps // 20) if spec == "warmup-cosine" else 0)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = (step - warm) / max(1, total_steps - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    else:
+        raise _unknown("schedule", str(spec), SCHEDULES)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

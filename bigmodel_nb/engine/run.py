@@ -1,0 +1,227 @@
+"""`Run`: one training run in a worker thread that the notebook can stop, pause and resume."""
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from . import checkpoint as ckpt
+from .data import as_bundle
+from .device import resolve_amp, resolve_device
+from .errors import BigModelError, describe_exception
+from .optim import make_optimizer, make_schedule
+from .trainer import Callback, Loop, TrainConfig, evaluate_model, preflight, resolve_loss
+
+log = logging.getLogger("bigmodel_nb")
+
+ALIVE = ("created", "running", "paused")
+
+
+class Run:
+    """A training run. ``run = Run(model, "digits", TrainConfig(epochs=5)).start(); run.wait()``
+
+    Fields (contract): ``status`` (running|paused|completed|stopped|failed), ``history``
+    (list of row dicts), ``model``, ``best`` (best validation row), ``error`` (one sentence).
+    """
+
+    def __init__(self, model: torch.nn.Module, data, config: TrainConfig | None = None,
+                 callbacks: Iterable[Callback] = (), *, optimizer=None, name: str = "run"):
+        if not isinstance(model, torch.nn.Module):
+            raise BigModelError(f"Expected a torch.nn.Module to train, got {type(model).__name__}; "
+                                "define `model = nn.Sequential(...)` (or pass --model NAME).")
+        self.config = config = config or TrainConfig()
+        self.name = name
+        self.model = model
+        self.data = as_bundle(data)
+        self.device = resolve_device(config.device)
+        self.amp = resolve_amp(config.amp, self.device)
+        self.callbacks: list[Callback] = list(callbacks)
+        self.status = "created"
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self.error: str | None = None
+        self.step = self.epoch = self.total_steps = 0
+        self.seed = config.seed if config.seed is not None else random.randrange(2**31)
+        self._stop_requested = False
+        self._running = threading.Event()
+        self._running.set()
+        self._thread: threading.Thread | None = None
+        self._t0: float | None = None
+        self._elapsed_before = 0.0
+        self._saved_step = -1
+
+        model.to(self.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise BigModelError("The model has no trainable parameters; unfreeze some (requires_grad=True) before training.")
+        self.optimizer = make_optimizer(optimizer if optimizer is not None else config.optimizer, params,
+                                        lr=config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = max(1, self.data.train.num_batches(config.batch_size))
+        total = config.steps or (config.epochs or 10) * steps_per_epoch
+        self.schedule = make_schedule(config.schedule, self.optimizer, total, config.warmup)
+        if config.resume:
+            self._load_checkpoint()
+        elif config.seed is not None:
+            torch.manual_seed(config.seed)  # dropout and other in-model randomness
+        preflight(model, self.data, config, self.device, self.amp)
+
+    # -- control (called from any thread) ---------------------------------------------------
+    def start(self, callbacks: Iterable[Callback] = ()) -> "Run":
+        """Start training in a worker thread and return at once."""
+        self.callbacks.extend(callbacks)
+        if self._thread is not None:
+            raise BigModelError(f"Run '{self.name}' was already started; create a new run to train again.")
+        self.status = "running"
+        # Run the thread in a copy of the caller's context: Jupyter keeps the cell's message header in a
+        # context variable, so prints and displays from the thread land in the cell that started the run.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._main,), name=f"bigmodel_nb-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> "Run":
+        """Ask the run to stop at the next step boundary (returns at once; use `wait()`)."""
+        self._stop_requested = True
+        self._running.set()
+        return self
+
+    def pause(self) -> "Run":
+        """Hold the run at the next step boundary until `resume()`."""
+        if self.alive:
+            self._running.clear()
+        return self
+
+    def resume(self) -> "Run":
+        """Continue a paused run."""
+        self._running.set()
+        return self
+
+    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None) -> "Run":
+        """Block until the run ends (or `timeout` s pass). A KeyboardInterrupt (■ in Jupyter) does not
+        escape: by default it stops the run cleanly at the next step boundary and waits for that;
+        `on_interrupt(run)` replaces that policy (the dashboard uses it for its Pause button)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                self._thread.join(0.1)  # short joins so the interrupt signal is handled promptly
+        except KeyboardInterrupt:
+            if on_interrupt is not None:
+                on_interrupt(self)
+            else:
+                self.stop()
+                self._thread.join()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.status in ALIVE and not (self._thread is not None and not self._thread.is_alive())
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds spent training (pauses included), across resumes."""
+        return self._elapsed_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+
+    # -- results -------------------------------------------------------------------------------
+    def evaluate(self, split: str = "test", batch_size: int = 256) -> dict:
+        """Loss (and accuracy for classification) on a split. Example: ``run.evaluate("test")["accuracy"]``"""
+        if self.alive and self._thread is not None:
+            raise BigModelError(f"Run '{self.name}' is still training; call {self.name}.wait() or {self.name}.stop() first.")
+        data = getattr(self.data, split, None) if split in ("train", "val", "test") else None
+        if data is None or len(data) == 0:
+            raise BigModelError(f"This data has no '{split}' split; use one of: "
+                                f"{', '.join(s for s in ('train', 'val', 'test') if getattr(self.data, s, None) is not None)}.")
+        return evaluate_model(self.model, data, batch_size=batch_size, device=self.device,
+                              loss_fn=resolve_loss(self.config.loss, self.data.task), task=self.data.task, amp=self.amp)
+
+    def save(self, path) -> Path:
+        """Write the model's weights (safetensors) with the run's config and last metrics as metadata."""
+        meta = {"name": self.name, "status": self.status, "step": self.step, "config": self.config.to_dict(),
+                "data": self.data.name, "best": self.best, "last": self.history[-1] if self.history else None}
+        return ckpt.save_weights(self.model, path, meta)
+
+    def rows(self, split: str | None = None) -> list[dict]:
+        """History rows, optionally of one split. Example: ``run.rows("val")[-1]["accuracy"]``"""
+        return [r for r in self.history if split is None or r.get("split") == split]
+
+    def __repr__(self) -> str:
+        last = next((r for r in reversed(self.history) if r.get("split") == "val"), None) or \
+            (self.history[-1] if self.history else {})
+        metrics = ", ".join(f"{k} {last[k]:.4g}" for k in ("loss", "accuracy") if k in last)
+        tail = f", {last.get('split', '')} {metrics}" if metrics else ""
+        err = f" — {self.error}" if self.error else ""
+        return f"<Run '{self.name}' {self.status} at step {self.step}/{self.total_steps}{tail}{err}>"
+
+    # -- the worker thread ------------------------------------------------------------------------
+    def _main(self) -> None:
+        self._t0 = time.perf_counter()
+        try:
+            Loop(self).fit()
+            if self.status != "failed":
+                self.status = "stopped" if self._stop_requested else "completed"
+        except Exception as exc:  # the user's model raised mid-run: keep everything, say where
+            self._fail(f"Training failed at step {self.step}: {describe_exception(exc)}")
+            self._emit("on_exception", {"step": self.step, "error": self.error, "exception": exc})
+        finally:
+            self._elapsed_before, self._t0 = self.elapsed, None
+        if self.status in ("completed", "stopped"):
+            self._save_checkpoint()
+        self._emit("on_train_end", {"status": self.status, "step": self.step, "error": self.error,
+                                    "elapsed": self.elapsed})
+
+    def _should_stop(self) -> bool:
+        if not self._running.is_set() and not self._stop_requested:
+            self.status = "paused"
+            t = time.perf_counter()
+            self._running.wait()
+            self._elapsed_before -= time.perf_counter() - t  # paused time is not training time
+            self.status = "running"
+        return self._stop_requested
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.status = "failed"
+        log.warning(message)
+
+    def _emit(self, hook: str, logs: dict) -> None:
+        for cb in list(self.callbacks):
+            try:
+                getattr(cb, hook)(self, logs)
+            except Exception:  # a broken display must not kill the training
+                log.exception("callback %s.%s failed and was detached", type(cb).__name__, hook)
+                self.callbacks.remove(cb)
+
+    def _state(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "seed": self.seed, "history": self.history,
+                "best": self.best, "config": self.config.to_dict(), "data": self.data.name,
+                "elapsed": self.elapsed}
+
+    def _save_checkpoint(self) -> None:
+        if not self.config.checkpoint or self._saved_step == self.step:
+            return
+        ckpt.save_training_state(self.config.checkpoint, model=self.model, optimizer=self.optimizer,
+                                 scheduler=self.schedule, state=self._state())
+        self._saved_step = self.step
+
+    def _load_checkpoint(self) -> None:
+        if not self.config.checkpoint:
+            raise BigModelError("--resume needs --checkpoint DIR to know where the run was saved.")
+        state = ckpt.load_training_state(self.config.checkpoint, model=self.model, optimizer=self.optimizer,
+                                         scheduler=self.schedule, map_location=self.device)
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.seed = state["seed"]
+        self.history, self.best = list(state["history"]), state.get("best")
+        self._elapsed_before = state.get("elapsed", 0.0)
+        self._saved_step = self.step

@@ -1,0 +1,368 @@
+"""The training loop: config, callbacks and the step function. `Run` (run.py) owns the thread.
+
+The loop is the hand-written PyTorch loop it replaces — forward, loss, backward, step —
+plus three things a notebook needs: metrics summed on the device and read only at the
+logging tick, a control check at every step boundary, and callbacks with a plain `logs` dict.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import BigModelError, describe_exception
+from .optim import default_lr
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+@dataclass
+class TrainConfig:
+    """Everything `%%train` and `bigmodel_nb.train` accept. Example: ``TrainConfig(epochs=5, lr=1e-3)``"""
+
+    epochs: int | None = None  # default 10 when neither epochs nor steps is given
+    steps: int | None = None
+    batch_size: int = 64
+    lr: float | None = None  # None: the optimizer's default (optim.OPTIMIZERS)
+    optimizer: Any = "adam"  # name, instance or factory
+    schedule: Any = "constant"
+    warmup: int = 0
+    loss: Any = None  # name, callable or None (taken from the model or the task)
+    weight_decay: float | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    seed: int | None = None
+    grad_clip: float | None = None
+    checkpoint: str | None = None
+    resume: bool = False
+    val_every: int | None = None  # steps between validations; None: every epoch
+    log_every: int = 10  # steps between synchronised train rows
+
+    def to_dict(self) -> dict:
+        return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in asdict(self).items()}
+
+
+class Callback:
+    """Hooks in the Keras/Lightning style; each gets the run and a plain `logs` dict.
+
+    Example: ``class Printer(Callback): def on_epoch_end(self, run, logs): print(logs)``
+    `on_step_end` runs every step with ``step, epoch, lr``; at logging ticks `logs`
+    also carries ``loss`` (and ``accuracy``, ``samples_per_s``) and is the history row.
+    Hooks run in the training thread: keep them cheap, render elsewhere.
+    """
+
+    def on_train_begin(self, run: "Run", logs: dict) -> None: ...
+    def on_epoch_begin(self, run: "Run", logs: dict) -> None: ...
+    def on_step_end(self, run: "Run", logs: dict) -> None: ...
+    def on_eval_end(self, run: "Run", logs: dict) -> None: ...
+    def on_epoch_end(self, run: "Run", logs: dict) -> None: ...
+    def on_train_end(self, run: "Run", logs: dict) -> None: ...
+    def on_exception(self, run: "Run", logs: dict) -> None: ...
+
+
+LOSSES: dict[str, Callable] = {
+    "cross_entropy": F.cross_entropy,
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+    "huber": F.huber_loss,
+    "bce": F.binary_cross_entropy_with_logits,
+    "nll": F.nll_loss,
+}
+TASK_LOSS = {"classification": "cross_entropy", "language-model": "cross_entropy", "regression": "mse"}
+_TARGET_ARGS = ("targets", "target", "labels", "label", "y")
+
+
+def resolve_loss(spec, task: str | None) -> Callable | None:
+    """A loss function from a name or callable; None means "the model computes its own"."""
+    if callable(spec):
+        return spec
+    name = spec or TASK_LOSS.get(task or "", None)
+    if name is None:
+        return None
+    name = str(name).lower().replace("-", "_").replace("crossentropy", "cross_entropy")
+    if name not in LOSSES:
+        from .optim import _unknown
+
+        raise _unknown("loss", name, LOSSES)
+    return LOSSES[name]
+
+
+def takes_targets(model: torch.nn.Module) -> bool:
+    """True for nanoGPT-style models, ``forward(idx, targets=None) -> (logits, loss)``."""
+    try:
+        params = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2 and params[1] in _TARGET_ARGS
+
+
+def forward_loss(model, x, y, loss_fn, with_targets: bool):
+    """One forward pass -> (logits, loss), whichever way the model likes to be called."""
+    out = model(x, y) if with_targets else model(x)
+    loss = None
+    if isinstance(out, (tuple, list)):
+        logits = out[0]
+        if len(out) > 1 and torch.is_tensor(out[1]) and out[1].dim() == 0:
+            loss = out[1]
+    elif hasattr(out, "logits"):  # Hugging Face style outputs
+        logits, loss = out.logits, getattr(out, "loss", None)
+    else:
+        logits = out
+    if loss is None:
+        if loss_fn is None:
+            raise BigModelError("The model returned no loss and none was given; pass --loss (e.g. cross_entropy or mse).")
+        loss = _apply_loss(loss_fn, logits, y)
+    return logits, loss
+
+
+def _apply_loss(loss_fn, logits, y):
+    if logits.dim() == 3 and y.dim() == 2 and loss_fn in (F.cross_entropy, F.nll_loss):  # [B, T, V] sequence outputs
+        return loss_fn(logits.flatten(0, 1), y.flatten())
+    if y.is_floating_point() and logits.shape != y.shape and logits.numel() == y.numel():
+        y = y.view_as(logits)  # (n,) targets against (n, 1) outputs would silently broadcast to (n, n)
+    return loss_fn(logits, y)
+
+
+def count_correct(logits, y):
+    if logits.dim() == 3:
+        return (logits.argmax(-1) == y).sum(), y.numel()
+    return (logits.argmax(-1) == y).sum(), y.shape[0]
+
+
+@dataclass
+class _Meter:
+    """Sums kept on the device between logging ticks (no .item() per step)."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    samples: int = 0
+    targets: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def on(cls, device):
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long))
+
+
+def evaluate_model(model, split, *, batch_size: int, device, loss_fn, task: str | None, amp=None) -> dict:
+    """Mean loss (and accuracy for classification) of `model` on a data split, weights untouched.
+
+    Example: ``evaluate_model(model, bundle.test, batch_size=256, device="cpu", loss_fn=F.cross_entropy, task="classification")``
+    """
+    was_training = model.training
+    model.eval()
+    with_targets = takes_targets(model)
+    meter = _Meter.on(device)
+    try:
+        with torch.no_grad(), autocast(device, amp):
+            for x, y in split.batches(batch_size, device):
+                logits, loss = forward_loss(model, x, y, loss_fn, with_targets)
+                meter.loss += loss.detach().float() * x.shape[0]
+                meter.samples += x.shape[0]
+                if task == "classification":
+                    c, n = count_correct(logits, y)
+                    meter.correct += c
+                    meter.targets += n
+    finally:
+        model.train(was_training)
+    row = {"loss": meter.loss.item() / max(1, meter.samples)}
+    if task == "classification":
+        row["accuracy"] = meter.correct.item() / max(1, meter.targets)
+    return row
+
+
+def autocast(device, amp):
+    if amp is None or amp.dtype is None:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=amp.dtype)
+
+
+class Loop:
+    """The body of a run: set up once, then `fit()` in the run's worker thread."""
+
+    def __init__(self, run: "Run"):
+        self.run = run
+        cfg, data = run.config, run.data
+        self.device, self.amp = run.device, run.amp
+        self.model = run.model
+        self.task = data.task
+        self.loss_fn = resolve_loss(cfg.loss, self.task)
+        self.with_targets = takes_targets(self.model)
+        self.train_split = data.train
+        self.steps_per_epoch = max(1, self.train_split.num_batches(cfg.batch_size))
+        if cfg.steps:
+            self.total_steps = cfg.steps
+            self.epochs = math.ceil(cfg.steps / self.steps_per_epoch)
+        else:
+            self.epochs = cfg.epochs or 10
+            self.total_steps = self.epochs * self.steps_per_epoch
+        self.optimizer = run.optimizer
+        self.schedule = run.schedule
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._finite_weights: list[torch.Tensor] | None = None
+
+    # -- one step -------------------------------------------------------------------------
+    def train_step(self, x, y, meter: _Meter):
+        with autocast(self.device, self.amp):
+            logits, loss = forward_loss(self.model, x, y, self.loss_fn, self.with_targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        clip = self.run.config.grad_clip
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.params, clip)
+            self.optimizer.step()
+        if self.schedule is not None:
+            self.schedule.step()
+        meter.loss += loss.detach().float() * x.shape[0]
+        meter.samples += x.shape[0]
+        if self.task == "classification":
+            c, n = count_correct(logits.detach(), y)
+            meter.correct += c
+            meter.targets += n
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> None:
+        run, cfg = self.run, self.run.config
+        model = self.model
+        model.train()
+        start_epoch, skip = divmod(run.step, self.steps_per_epoch)
+        run.total_steps = self.total_steps
+        self._emit("on_train_begin", {
+            "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs,
+            "start_step": run.step, "device": str(self.device), "amp": self.amp.name,
+            "params": sum(p.numel() for p in model.parameters()),
+        })
+        self._remember_finite_weights()
+        meter = _Meter.on(self.device)
+        for epoch in range(start_epoch, self.epochs):
+            run.epoch = epoch + 1
+            self._emit("on_epoch_begin", {"epoch": run.epoch, "step": run.step})
+            batches = self.train_split.batches(cfg.batch_size, self.device, shuffle=True,
+                                               seed=run.seed, epoch=epoch, skip=skip)
+            skip = 0
+            last_in_epoch = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
+            for x, y in batches:
+                if run._should_stop():  # step boundary: the model is never half-updated
+                    break
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.train_step(x, y, meter)
+                run.step += 1
+                logs = {"step": run.step, "epoch": run.epoch, "lr": lr}
+                if run.step % cfg.log_every == 0 or run.step == last_in_epoch:
+                    if not self._log_train(meter, logs):
+                        return
+                    meter = _Meter.on(self.device)
+                self._emit("on_step_end", logs)
+                if cfg.val_every and run.step % cfg.val_every == 0:
+                    self._validate()
+                if run.step >= last_in_epoch:
+                    break
+            if run._stop_requested:
+                if meter.samples and not self._log_train(meter, {"step": run.step, "epoch": run.epoch,
+                                                                 "lr": self.optimizer.param_groups[0]["lr"]}):
+                    return
+                break
+            if not cfg.val_every:
+                self._validate()
+            self._emit("on_epoch_end", {"epoch": run.epoch, "step": run.step})
+            run._save_checkpoint()
+            if run.step >= self.total_steps:
+                break
+
+    def _log_train(self, meter: _Meter, logs: dict) -> bool:
+        """Read the device sums once, append a history row; False if the loss went non-finite."""
+        loss = meter.loss.item() / max(1, meter.samples)
+        if not math.isfinite(loss):
+            self._restore_finite_weights()
+            self.run._fail(f"The loss became {loss} near step {logs['step']} (lr {logs['lr']:.3g}); "
+                           "training stopped and the last finite weights were restored — "
+                           "try a lower --lr, --grad-clip 1.0, or check the data for NaNs.")
+            return False
+        now = time.perf_counter()
+        logs.update(split="train", loss=loss, samples_per_s=meter.samples / max(1e-9, now - meter.since),
+                    time=self.run.elapsed)
+        if self.task == "classification":
+            logs["accuracy"] = meter.correct.item() / max(1, meter.targets)
+        self.run.history.append(dict(logs))
+        self._remember_finite_weights()
+        return True
+
+    def _validate(self) -> None:
+        split = self.run.data.val
+        if split is None or len(split) == 0:
+            return
+        row = evaluate_model(self.model, split, batch_size=max(256, self.run.config.batch_size), device=self.device,
+                             loss_fn=self.loss_fn, task=self.task, amp=self.amp)
+        row = {"step": self.run.step, "epoch": self.run.epoch, "split": "val", **row, "time": self.run.elapsed}
+        self.run.history.append(row)
+        if self.run.best is None or row["loss"] < self.run.best["loss"]:
+            self.run.best = row
+        self._emit("on_eval_end", dict(row))
+
+    # A copy of the weights at the last tick whose loss was finite, restored if the loss blows up.
+    def _remember_finite_weights(self) -> None:
+        with torch.no_grad():
+            if self._finite_weights is None:
+                self._finite_weights = [p.detach().clone() for p in self.params]
+            else:
+                torch._foreach_copy_(self._finite_weights, [p.detach() for p in self.params])
+
+    def _restore_finite_weights(self) -> None:
+        if self._finite_weights is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self.params], self._finite_weights)
+
+    def _emit(self, hook: str, logs: dict) -> None:
+        self.run._emit(hook, logs)
+
+
+def preflight(model, data, config: TrainConfig, device, amp) -> None:
+    """Run two training samples through the model before starting the thread, so a model that
+    does not fit the data fails here with one sentence instead of deep inside the run."""
+    loss_fn = resolve_loss(config.loss, data.task)
+    x, y = next(iter(data.train.batches(2, device)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device, amp):
+            logits, loss = forward_loss(model, x, y, loss_fn, takes_targets(model))
+    except BigModelError:
+        raise
+    except Exception as exc:  # the user's model or loss raised: say where, and what the data looks like
+        shape = tuple(data.input_shape) or tuple(x.shape[1:])
+        raise BigModelError(
+            f"The model failed on a batch of '{data.name}' (inputs {list(x.shape)}, targets {list(y.shape)}): "
+            f"{describe_exception(exc)} — check that the model's input size matches the data's input shape "
+            f"{shape}{_classes_hint(data)}."
+        ) from None
+    finally:
+        model.train(was_training)
+    if data.task == "classification" and data.num_classes and logits.dim() == 2 and logits.shape[-1] < data.num_classes:
+        raise BigModelError(f"The model outputs {logits.shape[-1]} values per sample but '{data.name}' has "
+                            f"{data.num_classes} classes; make the last layer output {data.num_classes}.")
+    if not torch.is_tensor(loss) or loss.dim() != 0:
+        raise BigModelError("The loss must be a scalar tensor; check --loss or what the model returns.")
+
+
+def _classes_hint(data) -> str:
+    return f" and its output size matches the {data.num_classes} classes" if data.num_classes else ""
+
+
+def resolved_lr(config: TrainConfig) -> float:
+    return config.lr if config.lr is not None else default_lr(str(config.optimizer))

@@ -1,0 +1,186 @@
+"""IPython magics: parse the line, resolve names in the user namespace, call the engine
+through the ui, store the result. Every user mistake becomes one `UsageError` sentence."""
+from __future__ import annotations
+
+import difflib
+import functools
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from .engine.errors import BigModelError
+
+# Names a %%train cell may define to override the flags (only if the cell itself assigns them).
+CELL_NAMES = ("loss_fn", "optimizer", "train_data", "val_data", "test_data")
+
+
+def user_errors(fn):
+    """Turn engine errors into UsageError: one sentence, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BigModelError as exc:
+            raise UsageError(str(exc)) from None
+
+    return wrapper
+
+
+def parse(magic, line: str):
+    """`parse_argstring` with a friendlier message for unknown options and bad values."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        message = str(exc)
+        options = [a for action in magic.parser._actions for a in action.option_strings]
+        unknown = [w for w in shlex.split(line) if w.startswith("-") and w.split("=")[0] not in options]
+        if unknown:
+            flag = unknown[0].split("=")[0]
+            close = difflib.get_close_matches(flag, options, n=1)
+            hint = f" — did you mean {close[0]}?" if close else f"; see %{magic.__name__}? for the options."
+            raise UsageError(f"Unknown option {flag}{hint}") from None
+        raise UsageError(f"{message.rstrip('.')}; see %{magic.__name__}? for the options.") from None
+
+
+def _number(kind):
+    def convert(text):
+        try:
+            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
+        except ValueError:
+            raise ValueError(text) from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+@magics_class
+class BigModelMagics(Magics):
+    @magic_arguments()
+    @argument("model_name", nargs="?", default=None, help="Model variable (line form: %%train MODEL).")
+    @argument("--model", default=None, help="Model variable name (default: model).")
+    @argument("--data", default=None, help="Built-in dataset name or a variable: DataBundle, (X, y), Dataset, DataLoader, dict.")
+    @argument("--epochs", type=_number(int), default=None, help="Epochs (default 10).")
+    @argument("--steps", type=_number(int), default=None, help="Total optimizer steps (instead of epochs).")
+    @argument("--batch-size", type=_number(int), default=64)
+    @argument("--lr", type=float, default=None, help="Learning rate (default: the optimizer's usual one).")
+    @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")
+    @argument("--schedule", default="constant", help="constant, step, cosine, warmup-cosine.")
+    @argument("--warmup", type=_number(int), default=0, help="Warm-up steps for the schedule.")
+    @argument("--loss", default=None, help="cross_entropy, mse, l1, huber, bce, nll (default: from the task).")
+    @argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps.")
+    @argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="Mixed precision.")
+    @argument("--seed", type=_number(int), default=None, help="Seed for model init (cell body), shuffling and dropout.")
+    @argument("--grad-clip", type=float, default=None, help="Clip the gradient norm to this value.")
+    @argument("--val-every", type=_number(int), default=None, help="Validate every N steps (default: each epoch).")
+    @argument("--log-every", type=_number(int), default=10, help="Steps between logged train rows.")
+    @argument("--checkpoint", default=None, help="Folder for checkpoints (each epoch and at the end).")
+    @argument("--resume", action="store_true", help="Continue from the last checkpoint in --checkpoint.")
+    @argument("--background", action="store_true", help="Return at once; the run trains in the background.")
+    @argument("--name", default="run", help="Variable that receives the Run (default: run).")
+    @argument("--quiet", action="store_true", help="No dashboard or progress output.")
+    @line_cell_magic
+    @user_errors
+    def train(self, line: str, cell: str | None = None):
+        """Train a model with a live dashboard; the Run is stored as `run` (or --name).
+
+        %%train --data digits --epochs 5
+        model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+        """
+        import torch
+
+        from .engine.data import DATASETS
+        from .engine.trainer import TrainConfig
+        from .ui.controls import launch
+
+        args = parse(self.train, line)
+        ns = self.shell.user_ns
+        self._stop_previous(args.name)
+        if args.seed is not None:
+            torch.manual_seed(args.seed)  # so the model defined in the cell starts from the same weights
+        defined: dict = {}
+        if cell is not None and cell.strip():
+            before = {k: id(ns[k]) for k in CELL_NAMES + ("model",) if k in ns}
+            result = self.shell.run_cell(cell, store_history=False)
+            if not result.success:
+                return None  # the cell's own error was shown; nothing was trained
+            defined = {k: ns[k] for k in CELL_NAMES if k in ns and before.get(k) != id(ns[k])}
+
+        model_name = args.model or args.model_name or "model"
+        if model_name not in ns:
+            raise UsageError(f"No variable named '{model_name}'; define `{model_name} = ...` in the cell "
+                             f"or pass the name of your model (%train MYMODEL or --model MYMODEL).")
+        model = ns[model_name]
+
+        if "train_data" in defined:
+            data = {k.removesuffix("_data"): v for k, v in defined.items() if k.endswith("_data")}
+        elif args.data is None:
+            raise UsageError("No data to train on; pass --data digits (or another built-in: "
+                             f"{', '.join(DATASETS)}), --data MYVAR, or define train_data in the cell.")
+        elif args.data in ns:
+            data = ns[args.data]
+        elif args.data in DATASETS:
+            data = args.data
+        else:
+            close = difflib.get_close_matches(args.data, list(DATASETS) + [k for k in ns if not k.startswith("_")], n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else "."
+            raise UsageError(f"--data '{args.data}' is neither a variable in the notebook nor a built-in dataset "
+                             f"({', '.join(DATASETS)}){hint}")
+
+        optimizer = defined.get("optimizer")
+        if optimizer is not None and not _optimizes(optimizer, model):
+            raise UsageError("The `optimizer` defined in the cell does not hold this model's parameters; "
+                             "create it from model.parameters() after defining the model.")
+        config = TrainConfig(
+            epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            schedule=args.schedule, warmup=args.warmup, loss=defined.get("loss_fn", args.loss), device=args.device,
+            amp=args.amp, seed=args.seed, grad_clip=args.grad_clip, checkpoint=args.checkpoint, resume=args.resume,
+            val_every=args.val_every, log_every=max(1, args.log_every),
+        )
+        _check_positive(config)
+        launch(model, data, config, name=args.name, background=args.background, quiet=args.quiet,
+               optimizer=optimizer, publish=lambda run: ns.__setitem__(args.name, run))
+        return None
+
+    def _stop_previous(self, name: str) -> None:
+        """Re-running a cell while its run is alive stops the old run first."""
+        old = self.shell.user_ns.get(name)
+        from .engine.run import Run
+
+        if isinstance(old, Run) and old.alive and old._thread is not None:
+            old.stop().wait(timeout=30)
+            print(f"Stopped the previous '{name}' at step {old.step} before starting a new one.")
+
+    @magic_arguments()
+    @argument("spec", nargs="?", default=None, help="Set the default device: cpu, cuda, cuda:1, mps, auto.")
+    @line_magic
+    @user_errors
+    def device(self, line: str):
+        """Show every detected device, or set the default: %device cuda:1"""
+        from .engine import device as dev
+
+        args = parse(self.device, line)
+        if args.spec:
+            chosen = dev.set_default_device(args.spec)
+            print(f"default device: {chosen}")
+            return None
+        from .ui.tables import device_table
+
+        device_table(dev.detect_devices(), dev.default_device())
+        return None
+
+
+def _optimizes(optimizer, model) -> bool:
+    ids = {id(p) for p in model.parameters()}
+    return all(id(p) in ids for group in optimizer.param_groups for p in group["params"])
+
+
+def _check_positive(config) -> None:
+    for field in ("epochs", "steps", "batch_size"):
+        value = getattr(config, field)
+        if value is not None and value < 1:
+            raise UsageError(f"--{field.replace('_', '-')} must be a positive whole number, got {value}.")
+    if config.lr is not None and not config.lr > 0:
+        raise UsageError(f"--lr must be a positive number, got {config.lr}.")

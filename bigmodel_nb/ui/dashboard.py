@@ -1,0 +1,272 @@
+"""The live training dashboard: a trainer callback that draws at a fixed tick.
+
+The training thread only appends numbers (microseconds); a render thread turns them into
+at most one status message and one figure message per tick, so a long run neither slows
+training nor floods the browser. When the run ends, both outputs are replaced by static
+ones (HTML status, Plotly figure) so a saved or converted notebook still shows the result.
+"""
+from __future__ import annotations
+
+import contextvars
+import html
+import os
+import resource
+import sys
+import threading
+import time
+
+import torch
+
+from ..engine.trainer import Callback
+from .figures import Series, fill_training_figure, training_figure, training_layout
+
+TICK_S = 0.4  # render period: ≤ 2.5 status + 2.5 figure messages per second
+TEXT_EVERY_S = 5.0  # text mode: one progress line at most this often
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+STYLE = """<style>
+.bmnb-status{font:13px/1.5 var(--jp-ui-font-family,sans-serif);margin:2px 0}
+.bmnb-bar{height:8px;background:#e8e8e8;border-radius:4px;overflow:hidden;margin:3px 0;max-width:640px}
+.bmnb-bar>div{height:100%;background:#1f77b4;transition:width .3s}
+.bmnb-failed .bmnb-bar>div{background:#d62728}.bmnb-stopped .bmnb-bar>div{background:#ff7f0e}
+.bmnb-error{color:#d62728}
+</style>"""
+
+
+def ui_mode() -> str:
+    """How to draw here: ``widget`` (JupyterLab, Notebook 7, Colab), ``static`` (figures through a
+    display handle, e.g. VS Code) or ``text`` (terminal IPython, nbclient/nbconvert/nbval, scripts).
+    ``BIGMODEL_NB_UI=widget|static|text`` forces one."""
+    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
+    if forced in ("widget", "static", "text"):
+        return forced
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return "text"
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return "text"
+    if "VSCODE_PID" in os.environ or "VSCODE_CWD" in os.environ:
+        return "static"  # anywidget-based FigureWidgets render unreliably in VS Code
+    # A Jupyter server names the session of the kernels it starts; nbclient and nbval do not.
+    if os.environ.get("JPY_SESSION_NAME") or "google.colab" in sys.modules:
+        return "widget"
+    return "text"
+
+
+def in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return type(get_ipython()).__name__ == "ZMQInteractiveShell"
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
+
+
+def memory_text(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB peak on {device}"
+    if device.type == "mps" and hasattr(torch, "mps"):
+        return f"{torch.mps.current_allocated_memory() / 2**20:,.0f} MB on mps"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return f"{rss_kb / 1024:,.0f} MB peak RSS"
+
+
+class TrainingDashboard(Callback):
+    """Live view of a `Run`. Example: ``TrainingDashboard(run).show(); run.start([dash])``"""
+
+    def __init__(self, run, mode: str | None = None, tick: float = TICK_S):
+        self.run = run
+        self.mode = mode or ui_mode()
+        self.tick = tick
+        self.classification = run.data.task == "classification"
+        self.series = {"train": Series(), "val": Series()}
+        self.samples_per_s = 0.0
+        self.steps_per_epoch = 0
+        self.messages = 0  # figure + status updates sent, for bench/ui.py
+        self._version = 0  # bumped by the training thread when new rows arrive
+        self._drawn_version = -1
+        self._status_html = ""
+        self._done = threading.Event()
+        self._render_thread: threading.Thread | None = None
+        self._last_text = 0.0
+        self._shown = False
+        self.controls = None
+        self.figure = None
+
+    # -- display (main thread, in the cell) -----------------------------------------------------
+    def show(self) -> "TrainingDashboard":
+        from IPython.display import display
+
+        self._shown = True
+        if self.mode == "widget":
+            import ipywidgets as W
+            import plotly.graph_objects as go
+
+            from .controls import RunControls
+
+            fig, self._index = training_layout(self.classification)
+            self.figure = go.FigureWidget(fig)
+            self.status = W.HTML(self._render_status())
+            self.controls = RunControls(self.run)
+            box = W.VBox([self.status, self.controls.box])
+            self._status_handle = display(box, display_id=True)
+            self._figure_handle = display(self.figure, display_id=True)
+        elif self.mode == "static":
+            self._status_handle = display({"text/html": self._render_status(), "text/plain": self.summary()},
+                                          raw=True, display_id=True)
+            self._figure_handle = display(self._figure_bundle(), raw=True, display_id=True)
+        return self
+
+    # -- callback hooks (training thread: cheap appends only) -----------------------------------
+    def on_train_begin(self, run, logs):
+        self.steps_per_epoch = logs["steps_per_epoch"]
+        self.epochs = logs["epochs"]
+        self._t_begin = time.perf_counter()
+        self._step_begin = logs["start_step"]
+        for row in run.history:  # a resumed run starts with its earlier curves
+            self.series[row.get("split", "train")].add(row)
+        if self.mode in ("widget", "static") and self._shown:
+            self._render_thread = threading.Thread(target=contextvars.copy_context().run, args=(self._render_loop,),
+                                                   name="bigmodel_nb-render", daemon=True)
+            self._render_thread.start()
+        elif self.mode == "text":
+            print(f"training {run.name}: {logs['total_steps']} steps ({logs['epochs']} epochs × "
+                  f"{logs['steps_per_epoch']}) on {logs['device']}, amp {logs['amp']}, {logs['params']:,} parameters")
+
+    def on_step_end(self, run, logs):
+        if "loss" in logs:
+            self.series["train"].add(logs)
+            self.samples_per_s = logs.get("samples_per_s", self.samples_per_s)
+            self._version += 1
+            if self.mode == "text":
+                self._maybe_print()
+
+    def on_eval_end(self, run, logs):
+        self.series["val"].add(logs)
+        self._version += 1
+
+    def on_train_end(self, run, logs):
+        self._done.set()
+        if self._render_thread is not None:
+            self._render_thread.join()
+        self.finish()
+
+    # -- rendering ---------------------------------------------------------------------------------
+    def _render_loop(self) -> None:
+        while not self._done.wait(self.tick):
+            self.render()
+
+    def render(self) -> None:
+        """Send what changed since the last tick: at most one status and one figure message."""
+        status = self._render_status()
+        if status != self._status_html:
+            self._status_html = status
+            self.messages += 1
+            if self.mode == "widget":
+                self.status.value = status
+            else:
+                self._status_handle.update({"text/html": status, "text/plain": self.summary()}, raw=True)
+        version = self._version
+        if version != self._drawn_version:
+            self._drawn_version = version
+            self.messages += 1
+            if self.mode == "widget":
+                with self.figure.batch_update():
+                    fill_training_figure(self.figure, self._index, self.series)
+            else:
+                self._figure_handle.update(self._figure_bundle(), raw=True)
+        if self.controls is not None:
+            self.controls.sync()
+
+    def finish(self) -> None:
+        """Replace the live outputs by static ones (or print the summary in text mode)."""
+        if self.controls is not None:
+            self.controls.close()
+        if self.mode == "text" or not self._shown:
+            if self.mode == "text":
+                print(self.summary())
+                if in_kernel() and self.run.history:
+                    from IPython.display import display
+
+                    display(self._figure_bundle(), raw=True)
+            return
+        final = {"text/html": self._render_status(), "text/plain": self.summary()}
+        self._status_handle.update(final, raw=True)
+        self._figure_handle.update(self._figure_bundle(), raw=True)
+
+    def _figure_bundle(self) -> dict:
+        fig = training_figure(self.run.history, self.classification)
+        return {PLOTLY_MIME: fig.to_plotly_json(), "text/plain": f"<training curves of {self.run.name}: "
+                f"{len(self.run.history)} rows>"}
+
+    # -- text -------------------------------------------------------------------------------------
+    def progress_text(self) -> str:
+        run = self.run
+        parts = [f"epoch {run.epoch}/{getattr(self, 'epochs', '?')}", f"step {run.step}/{run.total_steps}"]
+        last_train = self._last("train")
+        if last_train:
+            parts.append(f"loss {last_train['loss']:.4g}")
+        last_val = self._last("val")
+        if last_val:
+            parts.append(f"val loss {last_val['loss']:.4g}")
+            if "accuracy" in last_val:
+                parts.append(f"val acc {last_val['accuracy']:.3f}")
+        if self.samples_per_s:
+            parts.append(f"{self.samples_per_s:,.0f} samples/s")
+        if run.status == "running":
+            parts.append(f"ETA {fmt_duration(self.eta())}")
+        return " · ".join(parts)
+
+    def summary(self) -> str:
+        run = self.run
+        head = {"completed": "completed", "stopped": "stopped", "failed": "failed", "paused": "paused",
+                "running": "running"}.get(run.status, run.status)
+        text = f"{run.name} {head} at step {run.step}/{run.total_steps} in {fmt_duration(run.elapsed)}"
+        last_val = self._last("val")
+        if last_val:
+            text += f" · val loss {last_val['loss']:.4f}"
+            if "accuracy" in last_val:
+                text += f" · val accuracy {last_val['accuracy']:.4f}"
+        elif self._last("train"):
+            text += f" · train loss {self._last('train')['loss']:.4f}"
+        if run.error:
+            text += f"\n{run.error}"
+        return text
+
+    def eta(self) -> float:
+        done = self.run.step - getattr(self, "_step_begin", 0)
+        if done <= 0:
+            return 0.0
+        rate = done / max(1e-9, time.perf_counter() - self._t_begin)
+        return (self.run.total_steps - self.run.step) / rate
+
+    def _last(self, split: str) -> dict | None:
+        s = self.series[split]
+        if not s.step:
+            return None
+        return {k: v[-1] for k, v in s.values.items()}
+
+    def _maybe_print(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_text >= TEXT_EVERY_S:
+            self._last_text = now
+            print(self.progress_text(), flush=True)
+
+    def _render_status(self) -> str:
+        run = self.run
+        pct = 100.0 * run.step / run.total_steps if run.total_steps else 0.0
+        device = f"{run.device} · amp {run.amp.name}"
+        line = self.progress_text() if run.status in ("running", "paused", "created") else self.summary().split("\n")[0]
+        error = f'<div class="bmnb-error">{html.escape(run.error)}</div>' if run.error else ""
+        return (f'{STYLE}<div class="bmnb-status bmnb-{run.status}" data-status="{run.status}" data-step="{run.step}">'
+                f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device} · "
+                f"{memory_text(run.device)}"
+                f'<div class="bmnb-bar"><div style="width:{pct:.1f}%"></div></div>'
+                f"<div class='bmnb-info'>{html.escape(line)}</div>{error}</div>")

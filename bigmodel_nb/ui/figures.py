@@ -1,0 +1,83 @@
+"""Figure builders: each returns a `plotly.graph_objects` figure, so the live widget and the
+static snapshot are drawn by the same code."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MAX_POINTS = 400  # per trace; older points are decimated so long runs stay light in the browser
+
+COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "lr": "#2ca02c"}
+
+
+def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` points: an even stride over the history, always keeping the newest point.
+
+    Example: ``decimate(np.arange(10_000), losses)[0].size <= 400``
+    """
+    n = len(x)
+    if n <= limit:
+        return x, y
+    idx = np.unique(np.r_[np.linspace(0, n - 1, limit - 1).astype(np.int64), n - 1])
+    return x[idx], y[idx]
+
+
+class Series:
+    """Columns of one split's history rows, appended cheaply from the training thread."""
+
+    def __init__(self):
+        self.step: list[float] = []
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, row: dict, keys=("loss", "accuracy", "lr")) -> None:
+        self.step.append(row["step"])
+        for k in keys:
+            if k in row:
+                self.values.setdefault(k, []).append(row[k])
+
+    def xy(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        y = np.asarray(self.values.get(key, ()), dtype=np.float64)
+        x = np.asarray(self.step[-len(y):] if len(y) else (), dtype=np.float64)
+        return decimate(x, y)
+
+
+def training_layout(classification: bool) -> tuple[go.Figure, dict[tuple[str, str], int]]:
+    """An empty training figure and the index of each (split, metric) trace in `fig.data`."""
+    panels = ["loss"] + (["accuracy"] if classification else []) + ["lr"]
+    titles = {"loss": "Loss", "accuracy": "Accuracy", "lr": "Learning rate"}
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[titles[p] for p in panels],
+                        horizontal_spacing=0.07)
+    index: dict[tuple[str, str], int] = {}
+    for col, metric in enumerate(panels, start=1):
+        splits = ("lr",) if metric == "lr" else ("train", "val")
+        for split in splits:
+            name = "lr" if metric == "lr" else split
+            fig.add_trace(go.Scatter(x=[], y=[], name=name, mode="lines+markers" if split == "val" else "lines",
+                                     line=dict(color=COLORS[name], width=2), marker=dict(size=5),
+                                     legendgroup=name, showlegend=metric == "loss" or metric == "lr"),
+                          row=1, col=col)
+            index[(split if metric != "lr" else "train", metric)] = len(fig.data) - 1
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    fig.update_layout(height=300, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
+                      legend=dict(orientation="h", y=-0.25), uirevision="keep")
+    return fig, index
+
+
+def fill_training_figure(fig, index, series: dict[str, Series]) -> None:
+    """Copy the (decimated) series into the figure's traces; numpy arrays travel as binary buffers."""
+    for (split, metric), i in index.items():
+        x, y = series[split].xy(metric)
+        fig.data[i].x, fig.data[i].y = x, y
+
+
+def training_figure(history: list[dict], classification: bool, title: str | None = None) -> go.Figure:
+    """The static training figure of a run's history. Example: ``training_figure(run.history, True).show()``"""
+    series = {"train": Series(), "val": Series()}
+    for row in history:
+        series[row.get("split", "train")].add(row)
+    fig, index = training_layout(classification)
+    fill_training_figure(fig, index, series)
+    if title:
+        fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=13)), margin=dict(t=60))
+    return fig
