@@ -52,6 +52,7 @@ class Run:
         self._running = threading.Event()
         self._running.set()
         self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
         self._t0: float | None = None
         self._elapsed_before = 0.0
         self._saved_step = -1
@@ -108,22 +109,25 @@ class Run:
         escape: by default it stops the run cleanly at the next step boundary and waits for that;
         `on_interrupt(run)` replaces that policy (the dashboard uses it for its Pause button)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._thread is None:
+            return self
         try:
-            while self._thread is not None and self._thread.is_alive():
+            # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread
+            # looking finished while it still runs. Short waits let the signal be handled promptly.
+            while not self._finished.wait(0.1):
                 if deadline is not None and time.monotonic() > deadline:
                     break
-                self._thread.join(0.1)  # short joins so the interrupt signal is handled promptly
         except KeyboardInterrupt:
             if on_interrupt is not None:
                 on_interrupt(self)
             else:
                 self.stop()
-                self._thread.join()
+                self._finished.wait()
         return self
 
     @property
     def alive(self) -> bool:
-        return self.status in ALIVE and not (self._thread is not None and not self._thread.is_alive())
+        return self.status in ALIVE and not self._finished.is_set()
 
     @property
     def paused(self) -> bool:
@@ -170,16 +174,18 @@ class Run:
         try:
             Loop(self).fit()
             if self.status != "failed":
+                self._save_checkpoint()
                 self.status = "stopped" if self._stop_requested else "completed"
         except Exception as exc:  # the user's model raised mid-run: keep everything, say where
             self._fail(f"Training failed at step {self.step}: {describe_exception(exc)}")
             self._emit("on_exception", {"step": self.step, "error": self.error, "exception": exc})
         finally:
             self._elapsed_before, self._t0 = self.elapsed, None
-        if self.status in ("completed", "stopped"):
-            self._save_checkpoint()
-        self._emit("on_train_end", {"status": self.status, "step": self.step, "error": self.error,
-                                    "elapsed": self.elapsed})
+        try:
+            self._emit("on_train_end", {"status": self.status, "step": self.step, "error": self.error,
+                                        "elapsed": self.elapsed})
+        finally:
+            self._finished.set()
 
     def _should_stop(self) -> bool:
         if not self._running.is_set() and not self._stop_requested:

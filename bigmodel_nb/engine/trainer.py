@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BigModelError, describe_exception
-from .optim import default_lr
 
 if TYPE_CHECKING:
     from .run import Run
@@ -86,12 +85,12 @@ def resolve_loss(spec, task: str | None) -> Callable | None:
     name = spec or TASK_LOSS.get(task or "", None)
     if name is None:
         return None
-    name = str(name).lower().replace("-", "_").replace("crossentropy", "cross_entropy")
-    if name not in LOSSES:
+    key = str(name).lower().replace("-", "_")
+    if key not in LOSSES:
         from .optim import _unknown
 
-        raise _unknown("loss", name, LOSSES)
-    return LOSSES[name]
+        raise _unknown("loss", str(name), LOSSES)
+    return LOSSES[key]
 
 
 def takes_targets(model: torch.nn.Module) -> bool:
@@ -342,9 +341,11 @@ def preflight(model, data, config: TrainConfig, device, amp) -> None:
     try:
         with torch.no_grad(), autocast(device, amp):
             logits, loss = forward_loss(model, x, y, loss_fn, takes_targets(model))
+        _check_classes(model, x, data)
     except BigModelError:
         raise
     except Exception as exc:  # the user's model or loss raised: say where, and what the data looks like
+        _check_classes(model, x, data)
         shape = tuple(data.input_shape) or tuple(x.shape[1:])
         raise BigModelError(
             f"The model failed on a batch of '{data.name}' (inputs {list(x.shape)}, targets {list(y.shape)}): "
@@ -353,16 +354,25 @@ def preflight(model, data, config: TrainConfig, device, amp) -> None:
         ) from None
     finally:
         model.train(was_training)
-    if data.task == "classification" and data.num_classes and logits.dim() == 2 and logits.shape[-1] < data.num_classes:
-        raise BigModelError(f"The model outputs {logits.shape[-1]} values per sample but '{data.name}' has "
-                            f"{data.num_classes} classes; make the last layer output {data.num_classes}.")
     if not torch.is_tensor(loss) or loss.dim() != 0:
         raise BigModelError("The loss must be a scalar tensor; check --loss or what the model returns.")
+
+
+def _check_classes(model, x, data) -> None:
+    """A classifier with fewer outputs than classes: say so, rather than 'Target 6 is out of bounds'."""
+    if data.task != "classification" or not data.num_classes:
+        return
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception:
+        return
+    logits = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
+    if torch.is_tensor(logits) and logits.dim() == 2 and logits.shape[-1] < data.num_classes:
+        raise BigModelError(f"The model outputs {logits.shape[-1]} values per sample but '{data.name}' has "
+                            f"{data.num_classes} classes; make the last layer output {data.num_classes}.")
 
 
 def _classes_hint(data) -> str:
     return f" and its output size matches the {data.num_classes} classes" if data.num_classes else ""
 
-
-def resolved_lr(config: TrainConfig) -> float:
-    return config.lr if config.lr is not None else default_lr(str(config.optimizer))
