@@ -99,6 +99,7 @@ class TrainingDashboard(Callback):
         self._shown = False
         self.controls = None
         self.figure = None
+        self._status_handle = self._figure_handle = None
 
     # -- display (main thread, in the cell) -----------------------------------------------------
     def show(self) -> "TrainingDashboard":
@@ -156,6 +157,7 @@ class TrainingDashboard(Callback):
         self._done.set()
         if self._render_thread is not None:
             self._render_thread.join()
+            self.render()  # the last rows, so the widget itself also ends in the final state
         self.finish()
 
     # -- rendering ---------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ class TrainingDashboard(Callback):
             self.messages += 1
             if self.mode == "widget":
                 self.status.value = status
-            else:
+            elif self._status_handle is not None:
                 self._status_handle.update({"text/html": status, "text/plain": self.summary()}, raw=True)
         version = self._version
         if version != self._drawn_version:
@@ -180,7 +182,7 @@ class TrainingDashboard(Callback):
             if self.mode == "widget":
                 with self.figure.batch_update():
                     fill_training_figure(self.figure, self._index, self.series)
-            else:
+            elif self._figure_handle is not None:
                 self._figure_handle.update(self._figure_bundle(), raw=True)
         if self.controls is not None:
             self.controls.sync()
@@ -196,6 +198,8 @@ class TrainingDashboard(Callback):
                     from IPython.display import display
 
                     display(self._figure_bundle(), raw=True)
+            return
+        if self._status_handle is None:  # display() outside IPython returns no handle
             return
         final = {"text/html": self._render_status(), "text/plain": self.summary()}
         self._status_handle.update(final, raw=True)

@@ -1,0 +1,128 @@
+"""The magics through a real IPython shell: parse, resolve names, train, and one-sentence errors."""
+import time
+
+import pytest
+from IPython.core.error import UsageError
+
+MLP = "model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))"
+
+
+@pytest.fixture
+def ip(shell, monkeypatch):
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    shell.run_cell("import torch\nfrom torch import nn")
+    yield shell
+    for name in ("run", "model", "optimizer", "loss_fn", "train_data", "val_data", "other"):
+        shell.user_ns.pop(name, None)
+
+
+def test_load_ext_prints_the_device_banner(shell, capsys):
+    shell.run_line_magic("unload_ext", "bigmodel_nb")
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    out = capsys.readouterr().out
+    banner = out.strip().splitlines()[-1]
+    assert banner.startswith("bigmodel_nb 0.1.0 · cpu · ") and banner.endswith("threads")
+    assert "train" in shell.magics_manager.magics["cell"] and "device" in shell.magics_manager.magics["line"]
+
+
+def test_unload_removes_the_magics(shell):
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    shell.run_line_magic("unload_ext", "bigmodel_nb")
+    assert "train" not in shell.magics_manager.magics["cell"]
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    assert "train" in shell.magics_manager.magics["cell"]
+
+
+def test_cell_magic_trains_the_model_defined_in_the_cell(ip, capsys):
+    ip.run_cell_magic("train", "--data digits --epochs 5 --lr 3e-3 --seed 0", MLP)
+    run = ip.user_ns["run"]
+    assert run.status == "completed" and run.model is ip.user_ns["model"]
+    assert run.evaluate("test")["accuracy"] > 0.9
+    assert "run completed at step 100/100" in capsys.readouterr().out
+
+
+def test_line_magic_with_name_and_seed_is_reproducible(ip):
+    ip.run_cell("torch.manual_seed(1); other = nn.Sequential(nn.Linear(64, 10))")
+    ip.run_line_magic("train", "other --data digits --epochs 1 --seed 3 --name first --quiet")
+    ip.run_cell("torch.manual_seed(1); other = nn.Sequential(nn.Linear(64, 10))")
+    ip.run_line_magic("train", "other --data digits --epochs 1 --seed 3 --name second --quiet")
+    first, second = ip.user_ns.pop("first"), ip.user_ns.pop("second")
+    assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
+
+
+def test_seed_makes_the_cell_body_initialisation_reproducible(ip):
+    ip.run_cell_magic("train", "--data digits --epochs 1 --seed 11 --quiet", MLP)
+    a = [r["loss"] for r in ip.user_ns["run"].history]
+    ip.run_cell_magic("train", "--data digits --epochs 1 --seed 11 --quiet", MLP)
+    assert a == [r["loss"] for r in ip.user_ns["run"].history]
+
+
+def test_cell_defined_optimizer_loss_and_data_take_precedence(ip):
+    body = MLP + """
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+calls = []
+def loss_fn(logits, y):
+    calls.append(1)
+    return nn.functional.cross_entropy(logits, y)
+X = torch.randn(300, 64); y = (X[:, 0] > 0).long()
+train_data = (X[:200], y[:200]); val_data = (X[200:], y[200:])
+"""
+    ip.run_cell_magic("train", "--data digits --epochs 2 --quiet --optimizer adam", body)
+    run = ip.user_ns["run"]
+    assert run.optimizer is ip.user_ns["optimizer"]
+    assert len(ip.user_ns["calls"]) > 0
+    assert len(run.data.train) == 200 and len(run.data.val) == 100
+
+
+def test_background_returns_at_once_and_rerun_stops_the_old_run(ip, capsys):
+    ip.run_cell_magic("train", "--data digits --epochs 500 --background --quiet", MLP)
+    old = ip.user_ns["run"]
+    assert old.alive
+    time.sleep(0.2)
+    ip.run_cell_magic("train", "--data digits --epochs 1 --quiet", MLP)
+    assert old.status == "stopped"
+    assert ip.user_ns["run"] is not old and ip.user_ns["run"].status == "completed"
+    assert "Stopped the previous 'run'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("line, cell, message", [
+    ("--data digits --epoch-count 3", MLP, "Unknown option --epoch-count — did you mean --epochs?"),
+    ("--data digit", MLP, "did you mean 'digits'?"),
+    ("--data digits --model nope", MLP, "No variable named 'nope'"),
+    ("--epochs 2", MLP, "No data to train on; pass --data digits"),
+    ("--data digits", "model = nn.Linear(32, 10)", r"input shape \(64,\)"),
+    ("--data digits --lr abc", MLP, "argument --lr: invalid float value: 'abc'"),
+    ("--data digits --epochs 0", MLP, "--epochs must be a positive whole number"),
+    ("--data digits --amp fp8", MLP, "invalid choice: 'fp8'"),
+    ("--data digits --optimizer adamm", MLP, "did you mean 'adam'"),
+    ("--data digits --device tpu", MLP, "tpu"),
+    ("--data digits --resume", MLP, "--resume needs --checkpoint"),
+    ("--data digits", "model = 3", "Expected a torch.nn.Module"),
+])
+def test_bad_input_is_one_sentence(ip, line, cell, message):
+    with pytest.raises(UsageError, match=message) as info:
+        ip.run_cell_magic("train", line, cell)
+    assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_optimizer_for_another_model_is_refused(ip):
+    ip.run_cell("old = nn.Linear(2, 2)")
+    body = MLP + "\noptimizer = torch.optim.SGD(old.parameters(), lr=0.1)"
+    with pytest.raises(UsageError, match="does not hold this model's parameters"):
+        ip.run_cell_magic("train", "--data digits --epochs 1", body)
+
+
+def test_error_in_the_cell_body_trains_nothing(ip):
+    result = ip.run_cell_magic("train", "--data digits --epochs 1", "model = undefined_name")
+    assert result is None and "run" not in ip.user_ns
+
+
+def test_device_magic_lists_and_sets(ip, capsys):
+    ip.run_line_magic("device", "")
+    out = capsys.readouterr().out
+    assert "cpu" in out and "fp32" in out
+    ip.run_line_magic("device", "cpu")
+    assert "default device: cpu" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        ip.run_line_magic("device", "cuda")

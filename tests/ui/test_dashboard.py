@@ -1,0 +1,117 @@
+"""The dashboard's real widgets and figures, driven without a browser."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bigmodel_nb.engine import Run, TrainConfig
+from bigmodel_nb.engine.trainer import Callback
+from bigmodel_nb.ui import dashboard as dash_mod
+from bigmodel_nb.ui.controls import launch
+from bigmodel_nb.ui.dashboard import TrainingDashboard, ui_mode
+from bigmodel_nb.ui.figures import MAX_POINTS, decimate, training_figure
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+class Slow(Callback):
+    def on_step_end(self, run, logs):
+        time.sleep(0.004)
+
+
+@pytest.fixture
+def widget_mode(monkeypatch, shell):
+    monkeypatch.setenv("BIGMODEL_NB_UI", "widget")
+
+
+def test_ui_mode_is_text_outside_a_kernel_and_can_be_forced(monkeypatch):
+    monkeypatch.delenv("BIGMODEL_NB_UI", raising=False)
+    assert ui_mode() == "text"
+    monkeypatch.setenv("BIGMODEL_NB_UI", "static")
+    assert ui_mode() == "static"
+
+
+def test_stop_button_click_stops_a_real_run(widget_mode):
+    run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
+    dash = TrainingDashboard(run, tick=0.05).show()
+    run.start([Slow(), dash])
+    time.sleep(0.5)
+    dash.controls.stop_button.click()
+    run.wait(timeout=5)
+    assert run.status == "stopped" and 0 < run.step < run.total_steps
+    assert dash.controls.stop_button.disabled  # nothing left to stop
+
+
+def test_pause_and_resume_buttons(widget_mode):
+    run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=0))
+    dash = TrainingDashboard(run, tick=0.05).show()
+    run.start([Slow(), dash])
+    time.sleep(0.2)
+    dash.controls.pause_button.click()
+    time.sleep(0.3)
+    held = run.step
+    assert run.status == "paused"
+    time.sleep(0.2)
+    dash.render()
+    assert run.step == held and not dash.controls.resume_button.disabled and dash.controls.pause_button.disabled
+    dash.controls.resume_button.click()
+    run.wait(timeout=20)
+    assert run.status == "completed"
+
+
+def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode):
+    run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0))
+    dash = TrainingDashboard(run, tick=0.05).show()
+    run.start([Slow(), dash])
+    time.sleep(0.4)
+    dash.render()
+    live = {t.name: len(t.x) for t in dash.figure.data}
+    assert live["train"] > 0
+    assert 'data-status="running"' in dash.status.value
+    run.wait()
+    # After the run the live outputs were replaced by static ones; the widget holds the final curves.
+    train_x = dash.figure.data[0].x
+    assert isinstance(train_x, (np.ndarray, tuple)) and len(train_x) == len(run.rows("train"))
+    val = [t for t in dash.figure.data if t.name == "val"][0]
+    assert list(val.y) == pytest.approx([r["loss"] for r in run.rows("val")])
+
+
+def test_renders_are_throttled_and_bounded(widget_mode):
+    run = Run(mlp(), "digits", TrainConfig(epochs=30, seed=0, log_every=1))
+    dash = TrainingDashboard(run).show()
+    t0 = time.perf_counter()
+    run.start([dash]).wait()
+    seconds = time.perf_counter() - t0
+    assert len(run.rows("train")) == 600
+    # at most two messages (status, figure) per tick, plus the final ones
+    assert dash.messages <= 2 * (seconds / dash_mod.TICK_S + 2)
+    fig = training_figure(run.history, classification=True)
+    assert max(len(t.x) for t in fig.data) <= MAX_POINTS
+
+
+def test_decimate_keeps_first_and_last_and_bounds_points():
+    x = np.arange(10_000.0)
+    dx, dy = decimate(x, x * 2)
+    assert len(dx) <= MAX_POINTS and dx[0] == 0 and dx[-1] == 9_999 and np.all(dy == dx * 2)
+
+
+def test_text_mode_prints_progress_and_summary(capsys, monkeypatch):
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    run = launch(mlp(), "digits", TrainConfig(epochs=2, seed=0))
+    out = capsys.readouterr().out
+    assert "training run: 40 steps (2 epochs × 20)" in out
+    assert "run completed at step 40/40" in out and "val accuracy" in out
+    assert run.status == "completed"
+
+
+def test_failed_run_shows_the_reason(widget_mode):
+    run = Run(mlp(), "digits", TrainConfig(epochs=3, optimizer="sgd", lr=1e6, log_every=1, seed=0))
+    dash = TrainingDashboard(run).show()
+    run.start([dash]).wait()
+    assert run.status == "failed"
+    assert "loss became" in dash.summary()
