@@ -47,7 +47,8 @@ def device_table(devices, default) -> None:
     rows = []
     highlight = None
     for i, d in enumerate(devices):
-        row = d.as_row()
+        row = {k: (f"{v / 2**30:.1f} GiB" if k.endswith("memory") and isinstance(v, int) else v)
+               for k, v in d.as_row().items()}
         if str(default) == d.name or (str(default) == "cuda" and d.name == "cuda:0"):
             highlight = i
             row = {"default": "✓", **row}
