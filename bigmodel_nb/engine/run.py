@@ -104,10 +104,11 @@ class Run:
         self._running.set()
         return self
 
-    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None) -> "Run":
-        """Block until the run ends (or `timeout` s pass). A KeyboardInterrupt (■ in Jupyter) does not
-        escape: by default it stops the run cleanly at the next step boundary and waits for that;
-        `on_interrupt(run)` replaces that policy (the dashboard uses it for its Pause button)."""
+    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None,
+             until: Callable[[], bool] | None = None) -> "Run":
+        """Block until the run ends (or `timeout` s pass, or `until()` is true). A KeyboardInterrupt
+        (■ in Jupyter) does not escape: by default it stops the run cleanly at the next step boundary
+        and waits for that; `on_interrupt(run)` replaces that policy (the dashboard's buttons use it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._thread is None:
             return self
@@ -115,7 +116,7 @@ class Run:
             # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread
             # looking finished while it still runs. Short waits let the signal be handled promptly.
             while not self._finished.wait(0.1):
-                if deadline is not None and time.monotonic() > deadline:
+                if (deadline is not None and time.monotonic() > deadline) or (until is not None and until()):
                     break
         except KeyboardInterrupt:
             if on_interrupt is not None:

@@ -1,13 +1,17 @@
 """Controlling a run from the notebook: Stop / Pause / Resume buttons, and launching a run
 either blocking the cell (the default) or in the background.
 
-While a cell blocks, JupyterLab 4.6 does not deliver widget clicks to the busy kernel
-(see NOTES.md), so a Stop or Pause click would sit in the queue until training ended. The
-buttons therefore also interrupt the kernel from the browser (the same REST call as the ■
-toolbar button). The interrupt reaches `Run.wait`, which hands it to `hold_after_interrupt`:
-the run is paused at the next step boundary and the cell returns; then the queued click is
-delivered and says what was meant — Stop stops, Pause keeps it paused. An interrupt that no
-click follows (■ itself) stops the run, as the contract says.
+While a cell blocks, a click must still reach the kernel. JupyterLab ≥ 4.4 sends widget
+messages over a kernel subshell, but ipykernel 7 re-routes a comm's messages to the shell of
+the request that last published on it — for a widget built in the cell, the blocked main
+thread — so the click would wait until training ended. `route_clicks_to_subshell` lets the
+message's own subshell header decide, and the click runs on the subshell thread at once.
+
+Where that path is missing (older kernels, other frontends), the invisible `InterruptBridge`
+notices that the click was not acknowledged within a moment and interrupts the kernel through
+the Jupyter server (what the ■ toolbar button does). `Run.wait` hands that interrupt to
+`hold_after_interrupt`: the run pauses and the cell returns; the queued click then arrives and
+decides — Stop stops, Pause keeps it paused — and an interrupt no click follows (■) stops it.
 """
 from __future__ import annotations
 
@@ -38,14 +42,37 @@ def kernel_id() -> str:
         return ""
 
 
+def clicks_arrive_live() -> bool:
+    """True when the frontend talks to this kernel over subshells (JupyterLab ≥ 4.4 with
+    ipykernel ≥ 7), so the buttons' clicks reach the kernel while a cell blocks."""
+    try:
+        from IPython import get_ipython
+
+        manager = get_ipython().kernel.shell_channel_thread.manager
+        return bool(manager.list_subshell())
+    except Exception:  # an older kernel, or no kernel at all
+        return False
+
+
+def route_clicks_to_subshell(widget) -> None:
+    """Let the frontend's subshell header route this widget's messages (ipykernel ≥ 7), so its
+    clicks are handled while the main thread is busy. Private ipykernel API: skipped if absent."""
+    comm = getattr(widget, "comm", None)
+    if comm is not None and hasattr(comm, "_reply_subshell_for"):
+        comm._reply_subshell_for = lambda data, default: default
+
+
 class InterruptBridge(anywidget.AnyWidget):
     """Invisible helper: while `armed`, a click on a button carrying the class
-    ``bmnb-interrupts-<uid>`` also asks the Jupyter server to interrupt this kernel."""
+    ``bmnb-interrupts-<uid>`` that the kernel does not acknowledge (`acks`) within
+    `grace_ms` asks the Jupyter server to interrupt this kernel."""
 
     _esm = Path(__file__).with_name("interrupt_bridge.js")
     uid = traitlets.Unicode("").tag(sync=True)
     kernel_id = traitlets.Unicode("").tag(sync=True)
     armed = traitlets.Bool(False).tag(sync=True)
+    acks = traitlets.Int(0).tag(sync=True)
+    grace_ms = traitlets.Int(400).tag(sync=True)
 
 
 class RunControls:
@@ -66,15 +93,23 @@ class RunControls:
         self.stop_button.add_class("bmnb-stop")
         self.pause_button.on_click(self._on_pause)
         self.resume_button.on_click(lambda _: run.resume())
-        self.stop_button.on_click(lambda _: run.stop())
+        self.stop_button.on_click(self._on_stop)
         self.bridge = InterruptBridge(uid=uid, kernel_id=kernel_id())
+        for widget in (self.pause_button, self.resume_button, self.stop_button):
+            route_clicks_to_subshell(widget)
         self.box = W.HBox([self.pause_button, self.resume_button, self.stop_button, self.bridge])
         self._interrupted_at: float | None = None
         self._pause_clicked_at = 0.0
 
     def _on_pause(self, _button=None) -> None:
         self._pause_clicked_at = time.monotonic()
+        self.bridge.acks += 1  # tells the browser no interrupt is needed
         self.run.pause()
+        self.sync()
+
+    def _on_stop(self, _button=None) -> None:
+        self.bridge.acks += 1
+        self.run.stop()
 
     def arm(self) -> None:
         self.bridge.armed = True
@@ -83,7 +118,11 @@ class RunControls:
         self.bridge.armed = False
 
     def hold_after_interrupt(self, run: Run) -> None:
-        """`Run.wait`'s interrupt policy: pause now, let the click that caused it decide."""
+        """`Run.wait`'s interrupt policy. Where clicks arrive live, an interrupt can only be ■:
+        stop. Otherwise it may come from a button: pause now and let the queued click decide."""
+        if clicks_arrive_live():
+            run.stop().wait()
+            return
         self._interrupted_at = time.monotonic()
         run.pause()
         timer = threading.Timer(CLICK_GRACE_S, self._resolve_interrupt)
@@ -127,12 +166,15 @@ def launch(model, data, config, *, name: str = "run", callbacks=(), background: 
 
 
 def wait_in_cell(run: Run, controls: RunControls | None) -> Run:
-    """Block the cell until the run ends; with buttons on screen, clicks interrupt the wait."""
+    """Block the cell until the run ends or is paused (Pause gives the notebook back)."""
     if controls is None:
         return run.wait()
     controls.arm()
     try:
-        run.wait(on_interrupt=controls.hold_after_interrupt)
+        run.wait(on_interrupt=controls.hold_after_interrupt, until=lambda: run.paused)
     finally:
         controls.disarm()
+    if run.paused and run.alive and controls._interrupted_at is None:
+        print(f"{run.name} is paused at step {run.step}; the notebook is free. Resume continues it in the "
+              f"background ({run.name}.resume()), Stop ends it.")
     return run

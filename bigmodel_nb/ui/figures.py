@@ -69,6 +69,8 @@ def fill_training_figure(fig, index, series: dict[str, Series]) -> None:
     for (split, metric), i in index.items():
         x, y = series[split].xy(metric)
         fig.data[i].x, fig.data[i].y = x, y
+        if metric == "lr" and len(y):  # plotly would centre a constant LR in [-1, 1]
+            fig.layout[fig.data[i].yaxis.replace("y", "yaxis")].range = [0, 1.15 * float(y.max()) or 1.0]
 
 
 def training_figure(history: list[dict], classification: bool, title: str | None = None) -> go.Figure:

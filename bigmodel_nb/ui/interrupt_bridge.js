@@ -1,7 +1,9 @@
-// While the cell that started a run is still executing, JupyterLab does not deliver widget
-// clicks to the busy kernel. This invisible widget makes a click on Stop/Pause also interrupt
-// the kernel through the Jupyter server's REST API (what the ■ toolbar button does); the
-// Python side turns that KeyboardInterrupt into a clean pause and lets the click decide.
+// While the cell that started a run is still executing, a click on Stop/Pause normally reaches
+// the kernel over a subshell and the kernel acknowledges it (the `acks` count goes up). Where it
+// does not (no subshells), the click would wait for the cell to end, so after `grace_ms` without
+// an acknowledgement this invisible widget interrupts the kernel through the Jupyter server's
+// REST API (what the ■ toolbar button does); the Python side turns that KeyboardInterrupt into a
+// clean pause and lets the queued click decide.
 const bound = new Set();
 
 function pageConfig() {
@@ -36,8 +38,12 @@ export default {
     const onClick = (event) => {
       const button = event.target.closest && event.target.closest(`.bmnb-interrupts-${uid}`);
       if (!button || button.disabled || !model.get("armed") || !model.get("kernel_id")) return;
-      model.set("armed", false); // one interrupt per blocked cell
-      interruptKernel(model.get("kernel_id")).catch((e) => console.warn("bigmodel_nb:", e));
+      const acks = model.get("acks");
+      setTimeout(() => {
+        if (model.get("acks") !== acks || !model.get("armed")) return; // the kernel heard the click
+        model.set("armed", false); // one interrupt per blocked cell
+        interruptKernel(model.get("kernel_id")).catch((e) => console.warn("bigmodel_nb:", e));
+      }, model.get("grace_ms"));
     };
     // Capture phase: runs before the button's own handler sends the click message.
     document.addEventListener("click", onClick, true);

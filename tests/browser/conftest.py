@@ -119,7 +119,11 @@ def _free_port() -> int:
 class JupyterServer:
     """A ``jupyter lab`` process owned by the test session."""
 
-    def __init__(self, base: Path, lab_settings: dict | None = None, extra_args=()):
+    def __init__(self, base: Path, lab_settings: dict | None = None, extra_args=(),
+                 app: str = "lab", extra_env: dict | None = None):
+        if app not in ("lab", "notebook"):
+            raise ValueError(f"app must be 'lab' or 'notebook', not {app!r}")
+        self.app = app
         self.base = Path(base)
         self.root_dir = self.base / "root"
         self.port = _free_port()
@@ -129,6 +133,7 @@ class JupyterServer:
         self.settings_dir = self.base / "lab-settings"
         self.proc: subprocess.Popen | None = None
         self._extra_args = list(extra_args)
+        self._extra_env = dict(extra_env or {})
         self._lab_settings = {**DEFAULT_LAB_SETTINGS, **(lab_settings or {})}
 
     # -- lifecycle -----------------------------------------------------------
@@ -155,19 +160,24 @@ class JupyterServer:
             PYTHONUNBUFFERED="1",
         )
         env.pop("JUPYTER_PREFER_ENV_PATH", None)
+        env.update(self._extra_env)
+        app_cls = "LabApp" if self.app == "lab" else "JupyterNotebookApp"
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable, "-m", "jupyterlab" if self.app == "lab" else "notebook",
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",
             "--port-retries=0",
             f"--ServerApp.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            f"--{app_cls}.expose_app_in_browser=True",
             *self._extra_args,
         ]
+        if self.app == "lab":
+            cmd += [
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         self._log = open(self.log_path, "wb")
@@ -191,23 +201,25 @@ class JupyterServer:
 
     def stop(self):
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        # SIGTERM lets the server shut its kernels down; then make sure.
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            if proc is not None and proc.poll() is None:
+                # SIGTERM lets the server shut its kernels down; then make sure.
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # leftovers of our own group only
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
             pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of our own group only
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
-        self._log.close()
+        finally:
+            log = getattr(self, "_log", None)
+            if log is not None and not log.closed:
+                log.close()
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -247,6 +259,9 @@ class JupyterServer:
         path.write_text(json.dumps(values, indent=2))
 
     def lab_url(self, nb_path: str) -> str:
+        """URL that opens a notebook (``?reset`` drops stale lab tabs)."""
+        if self.app == "notebook":
+            return f"{self.url}notebooks/{nb_path}?token={self.token}"
         return f"{self.url}lab/tree/{nb_path}?reset&token={self.token}"
 
 
@@ -381,12 +396,12 @@ def browser():
 
 
 @pytest.fixture
-def lab_page(jupyter_server, browser, request):
+def lab_page(browser, jupyter_server, request):
     lp = LabPage(jupyter_server, browser, name=request.node.name)
     try:
         yield lp
     finally:
-        if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
+        if getattr(request.node, "rep_call_failed", False):
             try:
                 lp.screenshot(f"FAILED-{request.node.name}")
             except Exception:

@@ -1,0 +1,168 @@
+"""`%%train` in a real JupyterLab: the dashboard renders, grows, and its buttons work while the
+cell blocks (the default), after it returned (--background), and without kernel subshells."""
+import time
+
+import nbformat
+import pytest
+
+MODEL = "model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))"
+LONG = "--data digits --epochs 5000 --seed 0"  # far longer than any test waits
+
+
+def notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    return nb
+
+
+def setup_cells():
+    return ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn"]
+
+
+def chart_state(page):
+    """Points and last step of the loss chart's train trace, and the progress bar width."""
+    return page.evaluate("""() => {
+        const plot = document.querySelector('.js-plotly-plot');
+        const bar = document.querySelector('.bmnb-bar > div');
+        const status = [...document.querySelectorAll('[data-status]')].pop();
+        const x = plot && plot.data && plot.data[0] ? Array.from(plot.data[0].x || []) : [];
+        return {points: x.length, last: x.length ? x[x.length - 1] : 0,
+                bar: bar ? parseFloat(bar.style.width) : 0,
+                status: status ? status.dataset.status : null, step: status ? +status.dataset.step : 0};
+    }""")
+
+
+def wait_status(page, status, timeout=10.0):
+    page.wait_for_function(
+        "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "
+        "return els.length && els[els.length - 1].dataset.status === s; }", arg=status, timeout=timeout * 1000)
+
+
+def wait_training(page, timeout=90.0):
+    page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
+        return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
+
+
+def click(page, selector):
+    page.locator(f"button{selector}").first.click()
+
+
+def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
+    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status, run.step)"),
+                  dest="blocking_stop.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    wait_training(page)
+    first = chart_state(page)
+    time.sleep(1.5)
+    second = chart_state(page)
+    assert second["last"] > first["last"] and second["step"] > first["step"], (first, second)
+    assert 0 < first["bar"] <= second["bar"]
+    assert first["status"] == "running"
+    lab_page.screenshot("train-blocking-running")
+
+    t0 = time.monotonic()
+    click(page, ".bmnb-stop")
+    wait_status(page, "stopped", timeout=5)
+    assert time.monotonic() - t0 < 2.0, "Stop took too long"
+    lab_page.wait_idle(timeout=30)
+    outputs = lab_page.cell_outputs()
+    assert outputs[0].startswith("bigmodel_nb 0.1.0")
+    assert "after stopped" in outputs[3]
+    stopped_at = int(outputs[3].split()[-1])
+    time.sleep(1.0)
+    assert chart_state(page)["step"] == stopped_at  # nothing trains on
+    # The live widget was replaced by a static figure that a saved notebook keeps.
+    assert page.locator(".js-plotly-plot").count() == 1 and page.locator("button.bmnb-stop").count() == 0
+    lab_page.screenshot("train-blocking-stopped")
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    time.sleep(1.0)
+    saved = nbformat.reads((lab_page.server.root_dir / "blocking_stop.ipynb").read_text(), 4)
+    mimetypes = [k for o in saved.cells[2].outputs for k in o.get("data", {})]
+    assert "application/vnd.plotly.v1+json" in mimetypes and "text/html" in mimetypes
+    assert not lab_page.errors
+
+
+def test_background_pause_resume_stop(lab_page):
+    lab_page.open(notebook(*setup_cells(), f"%%train {LONG} --background\n{MODEL}", "print('returned', run.status)"),
+                  dest="background.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    wait_training(page)
+    lab_page.wait_idle(timeout=30)  # the cell returned while training goes on
+    assert "returned running" in lab_page.cell_outputs()[3]
+
+    click(page, ".bmnb-pause")
+    wait_status(page, "paused")
+    held = chart_state(page)["step"]
+    time.sleep(1.0)
+    assert chart_state(page)["step"] == held
+    lab_page.screenshot("train-background-paused")
+    click(page, ".bmnb-resume")
+    wait_status(page, "running")
+    time.sleep(1.0)
+    assert chart_state(page)["step"] > held
+    click(page, ".bmnb-stop")
+    wait_status(page, "stopped")
+    assert not lab_page.errors
+
+
+def test_blocking_pause_gives_the_notebook_back_and_resume_continues(lab_page):
+    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
+                  dest="blocking_pause.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    wait_training(page)
+    click(page, ".bmnb-pause")
+    lab_page.wait_idle(timeout=10)
+    outputs = lab_page.cell_outputs()
+    assert "is paused at step" in outputs[2] and "after paused" in outputs[3]
+    held = chart_state(page)["step"]
+    click(page, ".bmnb-resume")
+    wait_status(page, "running")
+    time.sleep(1.0)
+    assert chart_state(page)["step"] > held
+    click(page, ".bmnb-stop")
+    wait_status(page, "stopped")
+    assert not lab_page.errors
+
+
+@pytest.fixture
+def no_subshells(jupyter_server):
+    plugin = "@jupyterlab/apputils-extension:kernels-settings"
+    jupyter_server.set_lab_setting(plugin, {"commsOverSubshells": "disabled"})
+    yield
+    jupyter_server.set_lab_setting(plugin, {})
+
+
+def test_without_subshells_the_buttons_interrupt_the_kernel(no_subshells, lab_page):
+    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
+                  dest="no_subshells.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    wait_training(page)
+    t0 = time.monotonic()
+    click(page, ".bmnb-stop")
+    wait_status(page, "stopped", timeout=10)
+    elapsed = time.monotonic() - t0
+    lab_page.wait_idle(timeout=30)
+    assert "after" in lab_page.cell_outputs()[3]
+    assert "Kernel interrupted" in lab_page.server.log_tail(400)  # the REST interrupt was the path taken
+    assert elapsed < 5.0
+    assert "KeyboardInterrupt" not in "".join(lab_page.cell_outputs())
+
+
+def test_kernel_interrupt_button_stops_the_run_cleanly(lab_page):
+    """■ in the toolbar, with subshells on (the default): the run stops, the kernel lives."""
+    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
+                  dest="interrupt.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    wait_training(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
+    wait_status(page, "stopped", timeout=10)
+    lab_page.wait_idle(timeout=30)
+    outputs = lab_page.cell_outputs()
+    assert "after stopped" in outputs[3]
+    assert "KeyboardInterrupt" not in "".join(outputs)
