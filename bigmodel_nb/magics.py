@@ -149,7 +149,7 @@ class BigModelMagics(Magics):
         old = self.shell.user_ns.get(name)
         from .engine.run import Run
 
-        if isinstance(old, Run) and old.alive and old._thread is not None:
+        if isinstance(old, Run) and old.alive and old.status != "created":
             old.stop().wait(timeout=30)
             print(f"Stopped the previous '{name}' at step {old.step} before starting a new one.")
 

@@ -10,5 +10,5 @@ from .trainer import Callback, TrainConfig
 
 def fit(model, data, *, callbacks=(), background: bool = False, name: str = "run", optimizer=None, **options) -> Run:
     """Train without any display. Example: ``run = fit(model, "digits", epochs=5); run.history[-1]``"""
-    run = Run(model, data, TrainConfig(**options), callbacks, optimizer=optimizer, name=name).start()
-    return run if background else run.wait()
+    run = Run(model, data, TrainConfig(**options), callbacks, optimizer=optimizer, name=name)
+    return run.start() if background else run.run_here()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ class Run:
         self._stop_requested = False
         self._running = threading.Event()
         self._running.set()
-        self._thread: threading.Thread | None = None
+        self._steps = None  # the lifecycle generator, once started
+        self._thread: threading.Thread | None = None  # the worker driving it, if any
         self._finished = threading.Event()
         self._t0: float | None = None
         self._elapsed_before = 0.0
@@ -72,21 +74,50 @@ class Run:
             torch.manual_seed(config.seed)  # dropout and other in-model randomness
         preflight(model, self.data, config, self.device, self.amp)
 
-    # -- control (called from any thread) ---------------------------------------------------
+    # -- starting and waiting ------------------------------------------------------------------
     def start(self, callbacks: Iterable[Callback] = ()) -> "Run":
-        """Start training in a worker thread and return at once."""
-        self.callbacks.extend(callbacks)
-        if self._thread is not None:
-            raise BigModelError(f"Run '{self.name}' was already started; create a new run to train again.")
-        self.status = "running"
-        # Run the thread in a copy of the caller's context: Jupyter keeps the cell's message header in a
-        # context variable, so prints and displays from the thread land in the cell that started the run.
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._main,), name=f"bigmodel_nb-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        """Train in a worker thread and return at once (the notebook's --background)."""
+        self._begin(callbacks)
+        self._hand_to_thread()
         return self
 
+    def run_here(self, callbacks: Iterable[Callback] = (), *, until: Callable[[], bool] | None = None,
+                 on_interrupt: Callable[["Run"], None] | None = None) -> "Run":
+        """Train in the calling thread — as fast as the hand-written loop — until the run ends or
+        `until()` turns true (e.g. paused), then let a worker thread carry on. A KeyboardInterrupt
+        (■ in Jupyter) never lands mid-step: it stops the run at the next step boundary, or calls
+        `on_interrupt(run)`. Example: ``Run(model, "digits").run_here()``"""
+        self._begin(callbacks)
+        handler = (lambda *_: on_interrupt(self)) if on_interrupt else (lambda *_: self.stop())
+        with _interrupts_call(handler):
+            finished = self._drive(until)
+        if not finished:
+            self._hand_to_thread()
+        return self
+
+    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None,
+             until: Callable[[], bool] | None = None) -> "Run":
+        """Block until the run ends (or `timeout` s pass, or `until()` is true). A KeyboardInterrupt
+        (■ in Jupyter) does not escape: by default it stops the run cleanly at the next step boundary
+        and waits for that; `on_interrupt(run)` replaces that policy."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._steps is None:
+            return self
+        try:
+            # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread
+            # looking finished while it still runs. Short waits let the signal be handled promptly.
+            while not self._finished.wait(0.1):
+                if (deadline is not None and time.monotonic() > deadline) or (until is not None and until()):
+                    break
+        except KeyboardInterrupt:
+            if on_interrupt is not None:
+                on_interrupt(self)
+            else:
+                self.stop()
+                self._finished.wait()
+        return self
+
+    # -- control (called from any thread) ---------------------------------------------------
     def stop(self) -> "Run":
         """Ask the run to stop at the next step boundary (returns at once; use `wait()`)."""
         self._stop_requested = True
@@ -102,28 +133,6 @@ class Run:
     def resume(self) -> "Run":
         """Continue a paused run."""
         self._running.set()
-        return self
-
-    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None,
-             until: Callable[[], bool] | None = None) -> "Run":
-        """Block until the run ends (or `timeout` s pass, or `until()` is true). A KeyboardInterrupt
-        (■ in Jupyter) does not escape: by default it stops the run cleanly at the next step boundary
-        and waits for that; `on_interrupt(run)` replaces that policy (the dashboard's buttons use it)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self._thread is None:
-            return self
-        try:
-            # An Event, not Thread.join: a KeyboardInterrupt inside join() can leave the thread
-            # looking finished while it still runs. Short waits let the signal be handled promptly.
-            while not self._finished.wait(0.1):
-                if (deadline is not None and time.monotonic() > deadline) or (until is not None and until()):
-                    break
-        except KeyboardInterrupt:
-            if on_interrupt is not None:
-                on_interrupt(self)
-            else:
-                self.stop()
-                self._finished.wait()
         return self
 
     @property
@@ -142,7 +151,7 @@ class Run:
     # -- results -------------------------------------------------------------------------------
     def evaluate(self, split: str = "test", batch_size: int = 256) -> dict:
         """Loss (and accuracy for classification) on a split. Example: ``run.evaluate("test")["accuracy"]``"""
-        if self.alive and self._thread is not None:
+        if self.alive and self._steps is not None:
             raise BigModelError(f"Run '{self.name}' is still training; call {self.name}.wait() or {self.name}.stop() first.")
         data = getattr(self.data, split, None) if split in ("train", "val", "test") else None
         if data is None or len(data) == 0:
@@ -169,11 +178,35 @@ class Run:
         err = f" — {self.error}" if self.error else ""
         return f"<Run '{self.name}' {self.status} at step {self.step}/{self.total_steps}{tail}{err}>"
 
-    # -- the worker thread ------------------------------------------------------------------------
-    def _main(self) -> None:
+    # -- the lifecycle: a generator that yields at every step boundary, so whichever thread
+    # -- drives it can hand it to another (the cell trains in the main thread, a paused run
+    # -- continues in a worker).
+    def _begin(self, callbacks: Iterable[Callback]) -> None:
+        if self._steps is not None:
+            raise BigModelError(f"Run '{self.name}' was already started; create a new run to train again.")
+        self.callbacks.extend(callbacks)
+        self.status = "running"
+        self._steps = self._lifecycle()
+
+    def _drive(self, until: Callable[[], bool] | None = None) -> bool:
+        """Advance the run in this thread; False if `until()` asked to let go before the end."""
+        for _ in self._steps:
+            if until is not None and until():
+                return False
+        return True
+
+    def _hand_to_thread(self) -> None:
+        # A copy of the caller's context: Jupyter keeps the cell's message header in a context
+        # variable, so prints and displays from the thread land in the cell that started the run.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._drive,), name=f"bigmodel_nb-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _lifecycle(self):
         self._t0 = time.perf_counter()
         try:
-            Loop(self).fit()
+            yield from Loop(self).fit()
             if self.status != "failed":
                 self._save_checkpoint()
                 self.status = "stopped" if self._stop_requested else "completed"
@@ -232,3 +265,20 @@ class Run:
         self.history, self.best = list(state["history"]), state.get("best")
         self._elapsed_before = state.get("elapsed", 0.0)
         self._saved_step = self.step
+
+
+class _interrupts_call:
+    """While active in the main thread, SIGINT (the kernel's interrupt) calls `handler` instead of
+    raising KeyboardInterrupt in the middle of a training step."""
+
+    def __init__(self, handler):
+        self.handler, self.previous = handler, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

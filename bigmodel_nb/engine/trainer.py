@@ -184,7 +184,7 @@ def autocast(device, amp):
 
 
 class Loop:
-    """The body of a run: set up once, then `fit()` in the run's worker thread."""
+    """The body of a run: set up once, then `fit()`, a generator that yields at each step boundary."""
 
     def __init__(self, run: "Run"):
         self.run = run
@@ -257,7 +257,8 @@ class Loop:
             skip = 0
             last_in_epoch = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
             for x, y in batches:
-                if run._should_stop():  # step boundary: the model is never half-updated
+                yield  # a step boundary: the driver may hand the run to another thread here
+                if run._should_stop():  # the model is never half-updated
                     break
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.train_step(x, y, meter)

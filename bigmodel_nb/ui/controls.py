@@ -121,7 +121,7 @@ class RunControls:
         """`Run.wait`'s interrupt policy. Where clicks arrive live, an interrupt can only be ■:
         stop. Otherwise it may come from a button: pause now and let the queued click decide."""
         if clicks_arrive_live():
-            run.stop().wait()
+            run.stop()
             return
         self._interrupted_at = time.monotonic()
         run.pause()
@@ -149,7 +149,8 @@ class RunControls:
 
 def launch(model, data, config, *, name: str = "run", callbacks=(), background: bool = False,
            quiet: bool = False, mode: str | None = None, optimizer=None, publish=None) -> Run:
-    """Create a run, show its dashboard, start it, and (unless `background`) wait in the cell.
+    """Create a run, show its dashboard and train: in this thread until the run ends or is paused
+    (the default), or in a worker thread from the start (`background`).
 
     Example: ``run = launch(model, "digits", TrainConfig(epochs=3))``
     """
@@ -159,19 +160,15 @@ def launch(model, data, config, *, name: str = "run", callbacks=(), background: 
     if publish is not None:  # e.g. store it in the notebook before the first step, for --background
         publish(run)
     dashboard = None if quiet else TrainingDashboard(run, mode).show()
-    run.start([*callbacks, *([dashboard] if dashboard else [])])
-    if not background:
-        wait_in_cell(run, dashboard.controls if dashboard else None)
-    return run
-
-
-def wait_in_cell(run: Run, controls: RunControls | None) -> Run:
-    """Block the cell until the run ends or is paused (Pause gives the notebook back)."""
+    callbacks = [*callbacks, *([dashboard] if dashboard else [])]
+    if background:
+        return run.start(callbacks)
+    controls = dashboard.controls if dashboard else None
     if controls is None:
-        return run.wait()
+        return run.run_here(callbacks)
     controls.arm()
     try:
-        run.wait(on_interrupt=controls.hold_after_interrupt, until=lambda: run.paused)
+        run.run_here(callbacks, until=lambda: run.paused, on_interrupt=controls.hold_after_interrupt)
     finally:
         controls.disarm()
     if run.paused and run.alive and controls._interrupted_at is None:

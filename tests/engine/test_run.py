@@ -137,3 +137,24 @@ def test_evaluate_refuses_while_training_and_names_missing_splits():
     assert set(run.evaluate("test")) == {"loss", "accuracy"}
     with pytest.raises(BigModelError, match="no 'holdout' split"):
         run.evaluate("holdout")
+
+
+def test_run_here_turns_an_interrupt_into_a_stop_at_a_step_boundary():
+    run = Run(mlp(), "digits", TrainConfig(epochs=100, seed=0), [Slow()])
+    threading.Timer(0.3, _thread.interrupt_main).start()  # SIGINT, as the kernel's ■ sends it
+    run.run_here()  # must not raise
+    assert run.status == "stopped" and 0 < run.step < run.total_steps
+    assert run.history[-1]["step"] == run.step
+
+
+def test_run_here_hands_a_paused_run_to_a_worker_thread():
+    run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0), [Slow()])
+    threading.Timer(0.2, run.pause).start()
+    run.run_here(until=lambda: run.paused)
+    assert run.alive and run.paused and run.step < run.total_steps  # returned while paused
+    held = run.step
+    time.sleep(0.2)
+    assert run.step == held
+    run.resume().wait(timeout=30)
+    assert run.status == "completed" and run.step == run.total_steps
+    assert run._thread is not None and run._thread is not threading.current_thread()
