@@ -272,5 +272,5 @@ class TrainingDashboard(Callback):
         return (f'{STYLE}<div class="bmnb-status bmnb-{run.status}" data-status="{run.status}" data-step="{run.step}">'
                 f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device} · "
                 f"{memory_text(run.device)}"
-                f'<div class="bmnb-bar"><div style="width:{pct:.1f}%"></div></div>'
+                f'<div class="bmnb-bar"><div style="width:{pct:.2f}%"></div></div>'
                 f"<div class='bmnb-info'>{html.escape(line)}</div>{error}</div>")

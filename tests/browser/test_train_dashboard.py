@@ -58,14 +58,16 @@ def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
     time.sleep(1.5)
     second = chart_state(page)
     assert second["last"] > first["last"] and second["step"] > first["step"], (first, second)
-    assert 0 < first["bar"] <= second["bar"]
+    assert first["bar"] <= second["bar"] and second["bar"] > 0
     assert first["status"] == "running"
     lab_page.screenshot("train-blocking-running")
 
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
     wait_status(page, "stopped", timeout=5)
-    assert time.monotonic() - t0 < 2.0, "Stop took too long"
+    took = time.monotonic() - t0
+    print(f"Stop click to status stopped: {took:.2f} s")
+    assert took < 2.0, f"Stop took {took:.2f} s"
     lab_page.wait_idle(timeout=30)
     outputs = lab_page.cell_outputs()
     assert outputs[0].startswith("bigmodel_nb 0.1.0")
