@@ -16,10 +16,6 @@ def notebook(*cells):
     return nb
 
 
-def setup_cells():
-    return ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn"]
-
-
 def chart_state(page):
     """Points and last step of the loss chart's train trace, and the progress bar width."""
     return page.evaluate("""() => {
@@ -44,16 +40,21 @@ def wait_training(page, timeout=90.0):
         return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
 
 
+def start_training(lab_page, flags: str, after: str, dest: str):
+    """Open a notebook whose third cell is `%%train LONG flags`, run all, wait for the first points."""
+    cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn", f"%%train {LONG} {flags}\n{MODEL}", after]
+    lab_page.open(notebook(*cells), dest=dest)
+    lab_page.run_all()
+    wait_training(lab_page.page)
+    return lab_page.page
+
+
 def click(page, selector):
     page.locator(f"button{selector}").first.click()
 
 
 def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
-    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status, run.step)"),
-                  dest="blocking_stop.ipynb")
-    lab_page.run_all()
-    page = lab_page.page
-    wait_training(page)
+    page = start_training(lab_page, "", "print('after', run.status, run.step)", "blocking_stop.ipynb")
     first = chart_state(page)
     time.sleep(1.5)
     second = chart_state(page)
@@ -87,11 +88,7 @@ def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
 
 
 def test_background_pause_resume_stop(lab_page):
-    lab_page.open(notebook(*setup_cells(), f"%%train {LONG} --background\n{MODEL}", "print('returned', run.status)"),
-                  dest="background.ipynb")
-    lab_page.run_all()
-    page = lab_page.page
-    wait_training(page)
+    page = start_training(lab_page, "--background", "print('returned', run.status)", "background.ipynb")
     lab_page.wait_idle(timeout=30)  # the cell returned while training goes on
     assert "returned running" in lab_page.cell_outputs()[3]
 
@@ -111,11 +108,7 @@ def test_background_pause_resume_stop(lab_page):
 
 
 def test_blocking_pause_gives_the_notebook_back_and_resume_continues(lab_page):
-    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
-                  dest="blocking_pause.ipynb")
-    lab_page.run_all()
-    page = lab_page.page
-    wait_training(page)
+    page = start_training(lab_page, "", "print('after', run.status)", "blocking_pause.ipynb")
     click(page, ".bmnb-pause")
     lab_page.wait_idle(timeout=10)
     outputs = lab_page.cell_outputs()
@@ -139,11 +132,7 @@ def no_subshells(jupyter_server):
 
 
 def test_without_subshells_the_buttons_interrupt_the_kernel(no_subshells, lab_page):
-    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
-                  dest="no_subshells.ipynb")
-    lab_page.run_all()
-    page = lab_page.page
-    wait_training(page)
+    page = start_training(lab_page, "", "print('after', run.status)", "no_subshells.ipynb")
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
     wait_status(page, "stopped", timeout=10)
@@ -157,11 +146,7 @@ def test_without_subshells_the_buttons_interrupt_the_kernel(no_subshells, lab_pa
 
 def test_kernel_interrupt_button_stops_the_run_cleanly(lab_page):
     """■ in the toolbar, with subshells on (the default): the run stops, the kernel lives."""
-    lab_page.open(notebook(*setup_cells(), f"%%train {LONG}\n{MODEL}", "print('after', run.status)"),
-                  dest="interrupt.ipynb")
-    lab_page.run_all()
-    page = lab_page.page
-    wait_training(page)
+    page = start_training(lab_page, "", "print('after', run.status)", "interrupt.ipynb")
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
     wait_status(page, "stopped", timeout=10)
     lab_page.wait_idle(timeout=30)

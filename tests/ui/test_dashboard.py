@@ -36,34 +36,6 @@ def test_ui_mode_is_text_outside_a_kernel_and_can_be_forced(monkeypatch):
     assert ui_mode() == "static"
 
 
-def test_stop_button_click_stops_a_real_run(widget_mode):
-    run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
-    dash = TrainingDashboard(run, tick=0.05).show()
-    run.start([Slow(), dash])
-    time.sleep(0.5)
-    dash.controls.stop_button.click()
-    run.wait(timeout=5)
-    assert run.status == "stopped" and 0 < run.step < run.total_steps
-    assert dash.controls.stop_button.disabled  # nothing left to stop
-
-
-def test_pause_and_resume_buttons(widget_mode):
-    run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=0))
-    dash = TrainingDashboard(run, tick=0.05).show()
-    run.start([Slow(), dash])
-    time.sleep(0.2)
-    dash.controls.pause_button.click()
-    time.sleep(0.3)
-    held = run.step
-    assert run.status == "paused"
-    time.sleep(0.2)
-    dash.render()
-    assert run.step == held and not dash.controls.resume_button.disabled and dash.controls.pause_button.disabled
-    dash.controls.resume_button.click()
-    run.wait(timeout=20)
-    assert run.status == "completed"
-
-
 def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode):
     run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0))
     dash = TrainingDashboard(run, tick=0.05).show()
