@@ -1,4 +1,5 @@
 """The dashboard's real widgets and figures, driven without a browser."""
+import base64
 import time
 
 import numpy as np
@@ -87,3 +88,25 @@ def test_failed_run_shows_the_reason(widget_mode):
     run.start([dash]).wait()
     assert run.status == "failed"
     assert "loss became" in dash.summary()
+
+
+def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatch, shell, capsys):
+    """Where a FigureWidget cannot render (VS Code): static figures through display handles."""
+    monkeypatch.setenv("BIGMODEL_NB_UI", "static")
+    sent = []
+    from IPython.display import DisplayHandle
+
+    monkeypatch.setattr(DisplayHandle, "update", lambda self, obj, **kw: sent.append((self.display_id, obj)))
+    run = Run(mlp(), "digits", TrainConfig(epochs=6, seed=0))
+    dash = TrainingDashboard(run, tick=0.05).show()
+    assert dash.figure is None and dash.controls is None
+    run.start([Slow(), dash]).wait()
+    figures = [obj for _, obj in sent if dash_mod.PLOTLY_MIME in obj]
+    statuses = [obj for _, obj in sent if "text/html" in obj]
+    assert len(figures) >= 2 and len(statuses) >= 2
+    final = figures[-1][dash_mod.PLOTLY_MIME]
+    train = [t for t in final["data"] if t["name"] == "train"][0]
+    x = train["x"]  # plotly ≥ 6 sends numpy arrays as base64 typed arrays: compact in the saved notebook
+    steps = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]) if isinstance(x, dict) else x
+    assert list(steps) == [r["step"] for r in run.rows("train")]
+    assert 'data-status="completed"' in statuses[-1]["text/html"]
