@@ -1,4 +1,5 @@
-"""`Run`: one training run in a worker thread that the notebook can stop, pause and resume."""
+"""`Run`: one training run that the notebook can stop, pause and resume — trained in the caller's
+thread (`run_here`, the default of `%%train`) or in a worker thread (`start`, `--background`)."""
 from __future__ import annotations
 
 import contextvars
@@ -17,7 +18,7 @@ from .data import as_bundle
 from .device import resolve_amp, resolve_device
 from .errors import BigModelError, describe_exception
 from .optim import make_optimizer, make_schedule
-from .trainer import Callback, Loop, TrainConfig, evaluate_model, preflight, resolve_loss
+from .trainer import Callback, Loop, TrainConfig, evaluate_model, plan, preflight, resolve_loss
 
 log = logging.getLogger("bigmodel_nb")
 
@@ -25,7 +26,7 @@ ALIVE = ("created", "running", "paused")
 
 
 class Run:
-    """A training run. ``run = Run(model, "digits", TrainConfig(epochs=5)).start(); run.wait()``
+    """A training run. ``run = Run(model, "digits", TrainConfig(epochs=5)).run_here()``
 
     Fields (contract): ``status`` (running|paused|completed|stopped|failed), ``history``
     (list of row dicts), ``model``, ``best`` (best validation row), ``error`` (one sentence).
@@ -65,8 +66,7 @@ class Run:
             raise BigModelError("The model has no trainable parameters; unfreeze some (requires_grad=True) before training.")
         self.optimizer = make_optimizer(optimizer if optimizer is not None else config.optimizer, params,
                                         lr=config.lr, weight_decay=config.weight_decay)
-        steps_per_epoch = max(1, self.data.train.num_batches(config.batch_size))
-        total = config.steps or (config.epochs or 10) * steps_per_epoch
+        _, total = plan(config, self.data.train.num_batches(config.batch_size))
         self.schedule = make_schedule(config.schedule, self.optimizer, total, config.warmup)
         if config.resume:
             self._load_checkpoint()

@@ -48,6 +48,15 @@ class TrainConfig:
         return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in asdict(self).items()}
 
 
+def plan(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, total steps) of a run: `steps` wins over `epochs`; 10 epochs when neither is given."""
+    steps_per_epoch = max(1, steps_per_epoch)
+    if config.steps:
+        return math.ceil(config.steps / steps_per_epoch), config.steps
+    epochs = config.epochs or 10
+    return epochs, epochs * steps_per_epoch
+
+
 class Callback:
     """Hooks in the Keras/Lightning style; each gets the run and a plain `logs` dict.
 
@@ -196,12 +205,7 @@ class Loop:
         self.with_targets = takes_targets(self.model)
         self.train_split = data.train
         self.steps_per_epoch = max(1, self.train_split.num_batches(cfg.batch_size))
-        if cfg.steps:
-            self.total_steps = cfg.steps
-            self.epochs = math.ceil(cfg.steps / self.steps_per_epoch)
-        else:
-            self.epochs = cfg.epochs or 10
-            self.total_steps = self.epochs * self.steps_per_epoch
+        self.epochs, self.total_steps = plan(cfg, self.steps_per_epoch)
         self.optimizer = run.optimizer
         self.schedule = run.schedule
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
