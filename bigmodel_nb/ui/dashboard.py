@@ -88,8 +88,8 @@ class TrainingDashboard(Callback):
         self.classification = run.data.task == "classification"
         self.series = {"train": Series(), "val": Series()}
         self.samples_per_s = 0.0
-        self.steps_per_epoch = 0
-        self.messages = 0  # figure + status updates sent, for bench/ui.py
+        self.epochs = 0
+        self.messages = 0  # status + figure updates sent (benchmarks read it)
         self._version = 0  # bumped by the training thread when new rows arrive
         self._drawn_version = -1
         self._status_html = ""
@@ -127,7 +127,6 @@ class TrainingDashboard(Callback):
 
     # -- callback hooks (training thread: cheap appends only) -----------------------------------
     def on_train_begin(self, run, logs):
-        self.steps_per_epoch = logs["steps_per_epoch"]
         self.epochs = logs["epochs"]
         self._t_begin = time.perf_counter()
         self._step_begin = logs["start_step"]
@@ -213,7 +212,7 @@ class TrainingDashboard(Callback):
     # -- text -------------------------------------------------------------------------------------
     def progress_text(self) -> str:
         run = self.run
-        parts = [f"epoch {run.epoch}/{getattr(self, 'epochs', '?')}", f"step {run.step}/{run.total_steps}"]
+        parts = [f"epoch {run.epoch}/{self.epochs}", f"step {run.step}/{run.total_steps}"]
         last_train = self._last("train")
         if last_train:
             parts.append(f"loss {last_train['loss']:.4g}")

@@ -37,8 +37,10 @@ class Series:
                 self.values.setdefault(k, []).append(row[k])
 
     def xy(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        # Values first, then the same-length prefix of steps: both only grow (the training thread
+        # appends step, then values), so a concurrent append cannot misalign them.
         y = np.asarray(self.values.get(key, ()), dtype=np.float64)
-        x = np.asarray(self.step[-len(y):] if len(y) else (), dtype=np.float64)
+        x = np.asarray(self.step[:len(y)], dtype=np.float64)
         return decimate(x, y)
 
 
