@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 
@@ -7,3 +9,34 @@ def shell():
     from IPython.testing.globalipapp import start_ipython
 
     return start_ipython()
+
+
+@pytest.fixture
+def widget_mode(monkeypatch, shell):
+    """Dashboards build their real widgets (no frontend is attached)."""
+    monkeypatch.setenv("BIGMODEL_NB_UI", "widget")
+
+
+@pytest.fixture
+def mlp():
+    """A factory of small seeded MLPs for digits."""
+    import torch
+    from torch import nn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    return make
+
+
+@pytest.fixture
+def slow():
+    """A callback that makes each step take a few ms, so control can be observed mid-run."""
+    from bigmodel_nb.engine.trainer import Callback
+
+    class Slow(Callback):
+        def on_step_end(self, run, logs):
+            time.sleep(0.004)
+
+    return Slow()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError, TrainConfig, fit, load_dataset
+from bigmodel_nb.engine import BigModelError, fit, load_dataset
 from bigmodel_nb.engine.data import epoch_order
 from bigmodel_nb.engine.trainer import Callback
 

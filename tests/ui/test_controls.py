@@ -1,36 +1,17 @@
 """Stop / Pause / Resume buttons on a real run, without a browser, and the interrupt policy."""
 import time
 
-import pytest
-import torch
-from torch import nn
 
 from bigmodel_nb.engine import Run, TrainConfig
-from bigmodel_nb.engine.trainer import Callback
 from bigmodel_nb.ui import controls as controls_mod
 from bigmodel_nb.ui.controls import RunControls
 from bigmodel_nb.ui.dashboard import TrainingDashboard
 
 
-def mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-class Slow(Callback):
-    def on_step_end(self, run, logs):
-        time.sleep(0.004)
-
-
-@pytest.fixture
-def widget_mode(monkeypatch, shell):
-    monkeypatch.setenv("BIGMODEL_NB_UI", "widget")
-
-
-def test_stop_button_click_stops_a_real_run(widget_mode):
+def test_stop_button_click_stops_a_real_run(widget_mode, mlp, slow):
     run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
     dash = TrainingDashboard(run, tick=0.05).show()
-    run.start([Slow(), dash])
+    run.start([slow, dash])
     time.sleep(0.5)
     dash.controls.stop_button.click()
     run.wait(timeout=5)
@@ -38,10 +19,10 @@ def test_stop_button_click_stops_a_real_run(widget_mode):
     assert dash.controls.stop_button.disabled  # nothing left to stop
 
 
-def test_pause_and_resume_buttons(widget_mode):
+def test_pause_and_resume_buttons(widget_mode, mlp, slow):
     run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=0))
     dash = TrainingDashboard(run, tick=0.05).show()
-    run.start([Slow(), dash])
+    run.start([slow, dash])
     time.sleep(0.2)
     dash.controls.pause_button.click()
     time.sleep(0.3)
@@ -55,11 +36,11 @@ def test_pause_and_resume_buttons(widget_mode):
     assert run.status == "completed"
 
 
-def test_without_live_clicks_an_interrupt_pauses_then_stops_unless_pause_was_clicked(monkeypatch):
+def test_without_live_clicks_an_interrupt_pauses_then_stops_unless_pause_was_clicked(monkeypatch, mlp, slow):
     monkeypatch.setattr(controls_mod, "CLICK_GRACE_S", 0.3)
     run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
     controls = RunControls(run)
-    run.start([Slow()])
+    run.start([slow])
     controls.hold_after_interrupt(run)  # an interrupt no click follows: the ■ button
     time.sleep(0.1)
     assert run.paused and run.alive
@@ -68,7 +49,7 @@ def test_without_live_clicks_an_interrupt_pauses_then_stops_unless_pause_was_cli
 
     run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
     controls = RunControls(run)
-    run.start([Slow()])
+    run.start([slow])
     controls.hold_after_interrupt(run)
     controls.pause_button.click()  # the queued Pause click arrives after the cell returned
     time.sleep(0.6)
@@ -78,10 +59,10 @@ def test_without_live_clicks_an_interrupt_pauses_then_stops_unless_pause_was_cli
     assert run.status == "stopped"
 
 
-def test_clicks_are_acknowledged_to_the_browser(widget_mode):
+def test_clicks_are_acknowledged_to_the_browser(widget_mode, mlp, slow):
     run = Run(mlp(), "digits", TrainConfig(epochs=200, seed=0))
     controls = RunControls(run)
-    run.start([Slow()])
+    run.start([slow])
     before = controls.bridge.acks
     controls.stop_button.click()
     assert controls.bridge.acks == before + 1  # the bridge will not interrupt the kernel

@@ -4,30 +4,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from bigmodel_nb.engine import Run, TrainConfig
-from bigmodel_nb.engine.trainer import Callback
 from bigmodel_nb.ui import dashboard as dash_mod
 from bigmodel_nb.ui.controls import launch
 from bigmodel_nb.ui.dashboard import TrainingDashboard, ui_mode
 from bigmodel_nb.ui.figures import MAX_POINTS, decimate, training_figure
-
-
-def mlp():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-
-class Slow(Callback):
-    def on_step_end(self, run, logs):
-        time.sleep(0.004)
-
-
-@pytest.fixture
-def widget_mode(monkeypatch, shell):
-    monkeypatch.setenv("BIGMODEL_NB_UI", "widget")
 
 
 def test_ui_mode_is_text_outside_a_kernel_and_can_be_forced(monkeypatch):
@@ -37,10 +19,10 @@ def test_ui_mode_is_text_outside_a_kernel_and_can_be_forced(monkeypatch):
     assert ui_mode() == "static"
 
 
-def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode):
+def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode, mlp, slow):
     run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0))
     dash = TrainingDashboard(run, tick=0.05).show()
-    run.start([Slow(), dash])
+    run.start([slow, dash])
     time.sleep(0.4)
     dash.render()
     live = {t.name: len(t.x) for t in dash.figure.data}
@@ -54,7 +36,7 @@ def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode):
     assert list(val.y) == pytest.approx([r["loss"] for r in run.rows("val")])
 
 
-def test_renders_are_throttled_and_bounded(widget_mode):
+def test_renders_are_throttled_and_bounded(widget_mode, mlp):
     run = Run(mlp(), "digits", TrainConfig(epochs=30, seed=0, log_every=1))
     dash = TrainingDashboard(run).show()
     t0 = time.perf_counter()
@@ -73,7 +55,7 @@ def test_decimate_keeps_first_and_last_and_bounds_points():
     assert len(dx) <= MAX_POINTS and dx[0] == 0 and dx[-1] == 9_999 and np.all(dy == dx * 2)
 
 
-def test_text_mode_prints_progress_and_summary(capsys, monkeypatch):
+def test_text_mode_prints_progress_and_summary(capsys, monkeypatch, mlp):
     monkeypatch.setenv("BIGMODEL_NB_UI", "text")
     run = launch(mlp(), "digits", TrainConfig(epochs=2, seed=0))
     out = capsys.readouterr().out
@@ -82,7 +64,7 @@ def test_text_mode_prints_progress_and_summary(capsys, monkeypatch):
     assert run.status == "completed"
 
 
-def test_failed_run_shows_the_reason(widget_mode):
+def test_failed_run_shows_the_reason(widget_mode, mlp):
     run = Run(mlp(), "digits", TrainConfig(epochs=3, optimizer="sgd", lr=1e6, log_every=1, seed=0))
     dash = TrainingDashboard(run).show()
     run.start([dash]).wait()
@@ -90,7 +72,7 @@ def test_failed_run_shows_the_reason(widget_mode):
     assert "loss became" in dash.summary()
 
 
-def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatch, shell, capsys):
+def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatch, shell, capsys, mlp, slow):
     """Where a FigureWidget cannot render (VS Code): static figures through display handles."""
     monkeypatch.setenv("BIGMODEL_NB_UI", "static")
     sent = []
@@ -100,7 +82,7 @@ def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatc
     run = Run(mlp(), "digits", TrainConfig(epochs=6, seed=0))
     dash = TrainingDashboard(run, tick=0.05).show()
     assert dash.figure is None and dash.controls is None
-    run.start([Slow(), dash]).wait()
+    run.start([slow, dash]).wait()
     figures = [obj for _, obj in sent if dash_mod.PLOTLY_MIME in obj]
     statuses = [obj for _, obj in sent if "text/html" in obj]
     assert len(figures) >= 2 and len(statuses) >= 2
