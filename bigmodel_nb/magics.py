@@ -67,7 +67,7 @@ class BigModelMagics(Magics):
     @argument("--batch-size", type=_number(int), default=64)
     @argument("--lr", type=float, default=None, help="Learning rate (default: the optimizer's usual one).")
     @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")
-    @argument("--schedule", default="constant", help="constant, step, cosine, warmup-cosine.")
+    @argument("--schedule", default="constant", help="constant, step, cosine, warmup-cosine, onecycle, plateau.")
     @argument("--warmup", type=_number(int), default=0, help="Warm-up steps for the schedule.")
     @argument("--loss", default=None, help="cross_entropy, mse, l1, huber, bce, nll (default: from the task).")
     @argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps.")

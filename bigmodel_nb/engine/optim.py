@@ -20,7 +20,7 @@ OPTIMIZERS: dict[str, tuple[type, dict, float]] = {
     "adamw": (torch.optim.AdamW, {"weight_decay": 0.01}, 1e-3),
 }
 
-SCHEDULES = ("constant", "step", "cosine", "warmup-cosine")
+SCHEDULES = ("constant", "step", "cosine", "warmup-cosine", "onecycle", "plateau")
 
 
 def _unknown(kind: str, name: str, choices: Iterable[str]) -> BigModelError:
@@ -55,10 +55,17 @@ def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | 
 
 
 def make_schedule(spec, optimizer: torch.optim.Optimizer, total_steps: int, warmup: int = 0):
-    """A per-step LR scheduler by name (or a callable ``optimizer -> scheduler``).
+    """An LR scheduler by name (or a callable ``optimizer -> scheduler``). All step once per
+    training step except ``plateau``, which steps on the validation loss (`steps_on_validation`).
 
     Example: ``sched = make_schedule("cosine", opt, total_steps=1000)``
     """
+    if spec == "onecycle":  # warm up to the given LR over 30% of training, then anneal far below it
+        peak = [group["lr"] for group in optimizer.param_groups]
+        pct = min(0.9, warmup / total_steps) if warmup and total_steps else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps), pct_start=pct)
+    if spec == "plateau":  # x0.1 when the validation loss has not improved for 2 validations
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
     if spec is None or spec == "constant":
         factor: Callable[[int], float] = lambda step: 1.0
     elif callable(spec) and not isinstance(spec, str):
@@ -76,3 +83,8 @@ def make_schedule(spec, optimizer: torch.optim.Optimizer, total_steps: int, warm
     else:
         raise _unknown("schedule", str(spec), SCHEDULES)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def steps_on_validation(schedule) -> bool:
+    """True for schedules driven by the validation loss rather than the step count."""
+    return isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BigModelError, describe_exception
+from .optim import steps_on_validation
 
 if TYPE_CHECKING:
     from .run import Run
@@ -208,6 +209,7 @@ class Loop:
         self.epochs, self.total_steps = plan(cfg, self.steps_per_epoch)
         self.optimizer = run.optimizer
         self.schedule = run.schedule
+        self.schedule_on_validation = steps_on_validation(self.schedule)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._finite_weights: list[torch.Tensor] | None = None
@@ -230,7 +232,7 @@ class Loop:
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.params, clip)
             self.optimizer.step()
-        if self.schedule is not None:
+        if self.schedule is not None and not self.schedule_on_validation:
             self.schedule.step()
         meter.loss += loss.detach().float() * x.shape[0]
         meter.samples += x.shape[0]
@@ -317,6 +319,8 @@ class Loop:
         self.run.history.append(row)
         if self.run.best is None or row["loss"] < self.run.best["loss"]:
             self.run.best = row
+        if self.schedule_on_validation:
+            self.schedule.step(row["loss"])
         self._emit("on_eval_end", dict(row))
 
     # A copy of the weights at the last tick whose loss was finite, restored if the loss blows up.
