@@ -19,7 +19,7 @@ _API = {
     "save_weights": "engine.checkpoint", "load_weights": "engine.checkpoint",
     "TrainingDashboard": "ui.dashboard",
 }
-__all__ = ["train", "load_ipython_extension", "unload_ipython_extension", *_API]
+__all__ = ["train", "lr_find", "load_ipython_extension", "unload_ipython_extension", *_API]
 
 
 def __getattr__(name: str):
@@ -39,6 +39,25 @@ def train(model, data, *, background: bool = False, quiet: bool = False, name: s
 
     return launch(model, data, TrainConfig(**options), name=name, callbacks=callbacks, background=background,
                   quiet=quiet, optimizer=optimizer)
+
+
+def lr_find(model, data, *, show: bool = True, **options):
+    """LR range test; in a notebook it also draws the loss-vs-LR curve with the suggestion.
+
+    Example: ``bigmodel_nb.lr_find(model, "digits", optimizer="adam").suggestion``
+    """
+    from .engine.lr_find import lr_find as sweep
+
+    result = sweep(model, data, **options)
+    if show:
+        from .ui.dashboard import show_figure
+        from .ui.figures import lr_finder_figure
+
+        tip = f"suggested lr {result.suggestion:.2g}" if result.suggestion else "no suggestion: " + "; ".join(result.notes)
+        if result.min_loss_lr:
+            tip += f" (lowest loss at lr {result.min_loss_lr:.2g})"
+        show_figure(lr_finder_figure(result), f"LR range test over {len(result.lrs)} steps: {tip}")
+    return result
 
 
 def load_ipython_extension(ip) -> None:

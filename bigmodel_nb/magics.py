@@ -91,7 +91,6 @@ class BigModelMagics(Magics):
         """
         import torch
 
-        from .engine.data import DATASETS
         from .engine.trainer import TrainConfig
         from .ui.controls import launch
 
@@ -113,21 +112,10 @@ class BigModelMagics(Magics):
             raise UsageError(f"No variable named '{model_name}'; define `{model_name} = ...` in the cell "
                              f"or pass the name of your model (%train MYMODEL or --model MYMODEL).")
         model = ns[model_name]
-
         if "train_data" in defined:
             data = {k.removesuffix("_data"): v for k, v in defined.items() if k.endswith("_data")}
-        elif args.data is None:
-            raise UsageError("No data to train on; pass --data digits (or another built-in: "
-                             f"{', '.join(DATASETS)}), --data MYVAR, or define train_data in the cell.")
-        elif args.data in ns:
-            data = ns[args.data]
-        elif args.data in DATASETS:
-            data = args.data
         else:
-            close = difflib.get_close_matches(args.data, list(DATASETS) + [k for k in ns if not k.startswith("_")], n=1)
-            hint = f" — did you mean '{close[0]}'?" if close else "."
-            raise UsageError(f"--data '{args.data}' is neither a variable in the notebook nor a built-in dataset "
-                             f"({', '.join(DATASETS)}){hint}")
+            data = self._data(args.data)
 
         optimizer = defined.get("optimizer")
         if optimizer is not None and not _optimizes(optimizer, model):
@@ -152,6 +140,55 @@ class BigModelMagics(Magics):
         if isinstance(old, Run) and old.alive and old.status != "created":
             old.stop().wait(timeout=30)
             print(f"Stopped the previous '{name}' at step {old.step} before starting a new one.")
+
+    @magic_arguments()
+    @argument("model_name", nargs="?", default="model", help="Model variable (default: model).")
+    @argument("--data", default=None, help="Built-in dataset name or a data variable.")
+    @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")
+    @argument("--start-lr", type=float, default=1e-7)
+    @argument("--end-lr", type=float, default=10.0)
+    @argument("--steps", type=_number(int), default=100, help="Batches in the sweep (one LR each).")
+    @argument("--batch-size", type=_number(int), default=64)
+    @argument("--loss", default=None, help="As in %%train (default: from the task or the model).")
+    @argument("--device", default="auto")
+    @argument("--seed", type=_number(int), default=0)
+    @argument("--name", default="lr_finder", help="Variable that receives the result (default: lr_finder).")
+    @line_magic
+    @user_errors
+    def lr_find(self, line: str):
+        """LR range test: smoothed loss against an exponentially rising LR, a suggestion marked;
+        the model's weights are restored afterwards.  %lr_find model --data digits"""
+        from . import lr_find
+
+        args = parse(self.lr_find, line)
+        model = self._variable(args.model_name, "model")
+        result = lr_find(model, self._data(args.data), optimizer=args.optimizer, start_lr=args.start_lr,
+                         end_lr=args.end_lr, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
+                         device=args.device, seed=args.seed)
+        self.shell.user_ns[args.name] = result
+        return None
+
+    def _variable(self, name: str, what: str):
+        if name not in self.shell.user_ns:
+            raise UsageError(f"No variable named '{name}'; define `{name} = ...` first or pass the name of your {what}.")
+        return self.shell.user_ns[name]
+
+    def _data(self, spec: str | None):
+        """A data flag: a notebook variable or a built-in dataset name."""
+        from .engine.data import DATASETS
+
+        ns = self.shell.user_ns
+        if spec is None:
+            raise UsageError("No data to train on; pass --data digits (or another built-in: "
+                             f"{', '.join(DATASETS)}), --data MYVAR, or define train_data in the cell.")
+        if spec in ns:
+            return ns[spec]
+        if spec in DATASETS:
+            return spec
+        close = difflib.get_close_matches(spec, list(DATASETS) + [k for k in ns if not k.startswith("_")], n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else "."
+        raise UsageError(f"--data '{spec}' is neither a variable in the notebook nor a built-in dataset "
+                         f"({', '.join(DATASETS)}){hint}")
 
     @magic_arguments()
     @argument("spec", nargs="?", default=None, help="Set the default device: cpu, cuda, cuda:1, mps, auto.")

@@ -126,3 +126,17 @@ def test_device_magic_lists_and_sets(ip, capsys):
     assert "default device: cpu" in capsys.readouterr().out
     with pytest.raises(UsageError, match="CUDA is not available"):
         ip.run_line_magic("device", "cuda")
+
+
+def test_lr_find_magic_stores_the_result_and_restores_the_model(ip, capsys):
+    ip.run_cell("torch.manual_seed(0); model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))")
+    before = [p.clone() for p in ip.user_ns["model"].parameters()]
+    ip.run_line_magic("lr_find", "model --data digits --steps 50")
+    result = ip.user_ns["lr_finder"]
+    assert result.suggestion and len(result.lrs) <= 50
+    assert all((a == b).all() for a, b in zip(before, ip.user_ns["model"].parameters()))
+    assert "suggested lr" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="No variable named 'nope'"):
+        ip.run_line_magic("lr_find", "nope --data digits")
+    with pytest.raises(UsageError, match="Unknown optimizer 'adamz'"):
+        ip.run_line_magic("lr_find", "model --data digits --optimizer adamz")

@@ -63,6 +63,15 @@ def in_kernel() -> bool:
     return type(get_ipython()).__name__ == "ZMQInteractiveShell"
 
 
+def show_figure(fig, text: str) -> None:
+    """A static figure under the cell (with `text` as its plain-text form); just `text` outside a kernel."""
+    print(text)
+    if in_kernel():
+        from IPython.display import display
+
+        display({PLOTLY_MIME: fig.to_plotly_json(), "text/plain": text}, raw=True)
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)

@@ -85,3 +85,29 @@ def training_figure(history: list[dict], classification: bool, title: str | None
     if title:
         fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=13)), margin=dict(t=60))
     return fig
+
+
+def lr_finder_figure(result) -> go.Figure:
+    """Smoothed loss against the learning rate (log axis), the suggestion marked.
+
+    Example: ``lr_finder_figure(bigmodel_nb.lr_find(model, "digits", show=False)).show()``
+    """
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=np.asarray(result.lrs), y=np.asarray(result.raw_losses), name="loss per batch",
+                             mode="lines", line=dict(color="#c7c7c7", width=1)))
+    fig.add_trace(go.Scatter(x=np.asarray(result.lrs), y=np.asarray(result.losses), name="smoothed loss",
+                             mode="lines", line=dict(color=COLORS["train"], width=2)))
+    if result.suggestion:
+        i = int(np.argmin(np.abs(np.asarray(result.lrs) - result.suggestion)))
+        fig.add_trace(go.Scatter(x=[result.suggestion], y=[result.losses[i]], name=f"suggested lr {result.suggestion:.2g}",
+                                 mode="markers", marker=dict(color="#d62728", size=12, symbol="star")))
+        fig.add_vline(x=result.suggestion, line=dict(color="#d62728", dash="dot"))
+    finite = [v for v in result.losses if np.isfinite(v)]
+    if finite:  # keep the diverging tail from flattening the interesting part
+        low, first = min(finite), finite[0]
+        fig.update_yaxes(range=[low - 0.1 * (first - low), first + 0.5 * (first - low)])
+    fig.update_xaxes(type="log", title_text="learning rate")
+    fig.update_yaxes(title_text="loss")
+    fig.update_layout(height=340, template="plotly_white", margin=dict(l=50, r=20, t=40, b=40),
+                      title=dict(text=f"LR range test ({result.optimizer})", x=0.01, font=dict(size=13)))
+    return fig
