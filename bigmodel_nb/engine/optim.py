@@ -35,7 +35,8 @@ def default_lr(name: str) -> float:
     return OPTIMIZERS[name][2] if name in OPTIMIZERS else 1e-3
 
 
-def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | None = None,
+                   **extra) -> torch.optim.Optimizer:
     """Build an optimizer from a name, an instance, or a factory ``params -> Optimizer``.
 
     Example: ``opt = make_optimizer("adam", model.parameters(), lr=3e-4)``
@@ -48,7 +49,7 @@ def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | 
     if name not in OPTIMIZERS:
         raise _unknown("optimizer", name, OPTIMIZERS)
     cls, fixed, lr0 = OPTIMIZERS[name]
-    kwargs = dict(fixed)
+    kwargs = {**fixed, **extra}
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
     return cls(params, lr=lr0 if lr is None else lr, **kwargs)

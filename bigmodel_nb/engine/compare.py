@@ -1,0 +1,350 @@
+"""Fair optimizer comparisons: every optimizer starts from the same weights and sees the same
+batches in the same order. Where the model allows it, the K copies train *together* — their
+parameters stacked and run through one `torch.func.vmap` forward/backward per step, each copy
+still updated by its own real `torch.optim` optimizer — which is much faster than K runs one
+after another for the small models people compare optimizers on. Otherwise (BatchNorm, dropout,
+models that compute their own loss) it falls back to sequential runs of the ordinary trainer.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.func import functional_call, vmap
+
+from .data import as_bundle
+from .device import resolve_amp, resolve_device
+from .errors import BigModelError
+from .optim import OPTIMIZERS, _unknown, default_lr, make_optimizer
+from .run import Run
+from .trainer import Callback, TrainConfig, plan, preflight, resolve_loss, takes_targets
+
+
+@dataclass
+class Comparison:
+    """Per optimizer results, the curves, and how the comparison was made fair.
+
+    Example: ``cmp.results["adam"]["val_accuracy"]; cmp.table()``
+    """
+
+    results: dict[str, dict]
+    history: list[dict]
+    mode: str  # "together" or "sequential"
+    fair: dict
+    status: str = "completed"
+    notes: list[str] = field(default_factory=list)
+
+    def table(self):
+        """One row per optimizer (a pandas DataFrame when pandas is installed)."""
+        rows = [{"optimizer": name, **res} for name, res in self.results.items()]
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows).set_index("optimizer")
+
+    def rows(self, optimizer: str, split: str = "train") -> list[dict]:
+        return [r for r in self.history if r["optimizer"] == optimizer and r["split"] == split]
+
+
+def parse_lrs(spec, names: list[str]) -> dict[str, float] | str:
+    """``0.01`` -> all; ``sgd=0.1,adam=1e-3`` -> per optimizer (others default); ``auto`` -> 'auto'."""
+    if spec is None:
+        return {n: default_lr(n) for n in names}
+    if isinstance(spec, (int, float)):
+        return {n: float(spec) for n in names}
+    if isinstance(spec, dict):
+        return {n: float(spec.get(n, default_lr(n))) for n in names}
+    text = str(spec).strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "=" not in text:
+            return {n: float(text) for n in names}
+        pairs = dict(part.split("=", 1) for part in text.split(","))
+        lrs = {k.strip(): float(v) for k, v in pairs.items()}
+    except ValueError:
+        raise BigModelError(f"--lr must be a number, 'auto', or pairs like sgd=0.1,adam=1e-3; got '{text}'.") from None
+    unknown = [k for k in lrs if k not in names]
+    if unknown:
+        raise BigModelError(f"--lr names '{unknown[0]}', which is not among the compared optimizers "
+                            f"({', '.join(names)}).")
+    return {n: lrs.get(n, default_lr(n)) for n in names}
+
+
+class OptimizerComparison:
+    """Runs one comparison; `stop()` from any thread ends it at the next step.
+
+    Example: ``OptimizerComparison(model, "digits", ["sgd", "adam"], epochs=3).run().table()``
+    `on_rows(rows)` is called (in the training thread) with each batch of new history rows.
+    """
+
+    def __init__(self, model, data, optimizers=("sgd", "momentum", "rmsprop", "adam", "adamw"), *, lr=None,
+                 epochs: int | None = None, steps: int | None = None, batch_size: int = 64, seed: int = 0,
+                 target: float | None = None, device="auto", mode: str = "auto", log_every: int = 10,
+                 on_rows: Callable[[list[dict]], None] | None = None):
+        names = [o.strip().lower() for o in (optimizers.split(",") if isinstance(optimizers, str) else optimizers)]
+        for name in names:
+            if name not in OPTIMIZERS:
+                raise _unknown("optimizer", name, OPTIMIZERS)
+        if len(set(names)) != len(names) or not names:
+            raise BigModelError("List each optimizer once, e.g. --optimizers sgd,momentum,adam.")
+        if mode not in ("auto", "together", "sequential"):
+            raise BigModelError(f"mode must be auto, together or sequential; got '{mode}'.")
+        self.model, self.names = model, names
+        self.data = as_bundle(data)
+        self.device = resolve_device(device)
+        self.config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, seed=seed,
+                                  log_every=log_every, device=str(self.device), amp="off")
+        preflight(model, self.data, self.config, self.device, resolve_amp("off", self.device))
+        self.lrs = parse_lrs(lr, names)
+        self.target, self.mode, self.on_rows = target, mode, on_rows
+        self.loss_fn = resolve_loss(None, self.data.task)
+        self._stop = threading.Event()
+        self.status = "created"
+        self.step = 0
+        self.total_steps = plan(self.config, self.data.train.num_batches(batch_size))[1]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the comparison -------------------------------------------------------------------------
+    def run(self) -> Comparison:
+        self.status = "running"
+        init = copy.deepcopy(self.model.state_dict())  # every copy starts here
+        notes = []
+        if self.lrs == "auto":
+            self.lrs = self._auto_lrs(init)
+            notes.append("learning rates chosen by an LR range test per optimizer: " +
+                         ", ".join(f"{n} {lr:.2g}" for n, lr in self.lrs.items()))
+        mode = self.mode
+        if mode in ("auto", "together"):
+            reason = self._together_blocker(init)
+            if reason and mode == "together":
+                raise BigModelError(f"These optimizers cannot train together on this model ({reason}); "
+                                    "use mode='sequential'.")
+            mode = "sequential" if reason else "together"
+            if reason:
+                notes.append(f"trained one after another: {reason}")
+        t0 = time.perf_counter()
+        history, extra = (self._together if mode == "together" else self._sequential)(init)
+        wall = time.perf_counter() - t0
+        results = self._results(history, extra, wall, mode)
+        self.status = "stopped" if self._stop.is_set() else "completed"
+        fair = {"same_initial_weights": True, "same_batches": True, "batch_order_seed": self.config.seed,
+                "initial_weights_checksum": float(sum(v.double().sum() for v in init.values()
+                                                      if v.is_floating_point()))}
+        return Comparison(results, history, mode, fair, self.status, notes)
+
+    def _auto_lrs(self, init) -> dict[str, float]:
+        from .lr_find import lr_find
+
+        lrs = {}
+        for name in self.names:
+            probe = self._replica(init)
+            found = lr_find(probe, self.data, optimizer=name, steps=60, batch_size=self.config.batch_size,
+                            device=self.device, seed=self.config.seed)
+            lrs[name] = found.suggestion or default_lr(name)
+        return lrs
+
+    def _replica(self, init):
+        replica = copy.deepcopy(self.model).to(self.device)
+        replica.load_state_dict(init)
+        return replica
+
+    def _together_blocker(self, init) -> str | None:
+        """Why the vmap path cannot be used here, or None."""
+        if takes_targets(self.model):
+            return "the model computes its own loss"
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                return "BatchNorm keeps running statistics per copy"
+            if isinstance(module, torch.nn.Dropout) and module.p > 0:
+                return "dropout needs separate random masks per copy"
+        try:
+            replicas = [self._replica(init) for _ in range(2)]
+            x, _ = next(iter(self.data.train.batches(2, self.device)))
+            with torch.no_grad():
+                self._forward(replicas, x)
+        except Exception as exc:  # anything vmap cannot trace: fall back rather than fail
+            return f"vmap could not run the model ({type(exc).__name__})"
+        return None
+
+    def _forward(self, replicas, x):
+        """Outputs of all copies on one batch, [K, batch, ...], in one vmapped call."""
+        base = replicas[0]
+        columns = getattr(self, "_columns", None)
+        if columns is None or columns[0] is not replicas:  # name -> that tensor in every copy
+            tensors = [dict(r.named_parameters()) | dict(r.named_buffers()) for r in replicas]
+            self._columns = columns = (replicas, {n: [t[n] for t in tensors] for n in tensors[0]})
+        # Stacked every step: the copies' own leaf tensors stay what their optimizers update,
+        # and the stack routes each copy's gradient back to them.
+        stacked = {n: torch.stack(ts) for n, ts in columns[1].items()}
+
+        def one(state, inputs):
+            out = functional_call(base, state, (inputs,))
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        return vmap(one, in_dims=(0, None))(stacked, x)
+
+    def _together(self, init):
+        replicas = [self._replica(init) for _ in self.names]
+        # foreach: one fused update per optimizer instead of a Python loop over its tensors (CPU default is off)
+        opts = [make_optimizer(n, r.parameters(), lr=self.lrs[n], foreach=True) for n, r in zip(self.names, replicas)]
+        active = [True] * len(self.names)
+        cfg, split = self.config, self.data.train
+        epochs, total = plan(cfg, split.num_batches(cfg.batch_size))
+        steps_per_epoch = split.num_batches(cfg.batch_size)
+        history: list[dict] = []
+        window = _Window(len(self.names), self.device)
+        diverged_at: dict[str, int] = {}
+        mask = torch.ones(len(self.names), device=self.device)  # 0 for copies that diverged
+        for epoch in range(epochs):
+            last = min(total, (epoch + 1) * steps_per_epoch)
+            for x, y in split.batches(cfg.batch_size, self.device, shuffle=True, seed=cfg.seed, epoch=epoch):
+                if self._stop.is_set():
+                    break
+                logits = self._forward(replicas, x)
+                losses = vmap(self.loss_fn, in_dims=(0, None))(logits, y)
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                (losses * mask).sum().backward()
+                finite = torch.isfinite(losses).tolist()
+                for k, opt in enumerate(opts):
+                    if active[k] and finite[k]:
+                        opt.step()
+                    elif active[k]:  # this optimizer diverged: freeze it, the others go on
+                        active[k] = False
+                        mask = torch.tensor(active, dtype=losses.dtype, device=self.device)
+                        diverged_at[self.names[k]] = self.step + 1
+                self.step += 1
+                window.add(losses.detach(), logits.detach(), y, self.data.task)
+                if self.step % cfg.log_every == 0 or self.step == last:
+                    self._emit(history, window.rows(self.names, self.step, epoch + 1, active, diverged_at))
+                    window = _Window(len(self.names), self.device)
+                if self.step >= last:
+                    break
+            if self._stop.is_set():
+                break
+            self._emit(history, self._validate(replicas, epoch + 1, active))
+            if not any(active) or self.step >= total:
+                break
+        return history, {"diverged_at": diverged_at}
+
+    def _validate(self, replicas, epoch, active) -> list[dict]:
+        val = self.data.val
+        if val is None or len(val) == 0:
+            return []
+        k = len(self.names)
+        loss_sum, correct, n = torch.zeros(k, device=self.device), torch.zeros(k, device=self.device), 0
+        with torch.no_grad():
+            for x, y in val.batches(512, self.device):
+                logits = self._forward(replicas, x)
+                loss_sum += vmap(self.loss_fn, in_dims=(0, None))(logits, y) * x.shape[0]
+                if self.data.task == "classification":
+                    correct += (logits.argmax(-1) == y).sum(-1)
+                n += x.shape[0]
+        rows = []
+        for i, name in enumerate(self.names):
+            if not active[i]:
+                continue
+            row = {"optimizer": name, "step": self.step, "epoch": epoch, "split": "val", "loss": loss_sum[i].item() / n}
+            if self.data.task == "classification":
+                row["accuracy"] = correct[i].item() / n
+            rows.append(row)
+        return rows
+
+    def _sequential(self, init):
+        history: list[dict] = []
+        diverged_at: dict[str, int] = {}
+        for name in self.names:
+            if self._stop.is_set():
+                break
+            replica = self._replica(init)
+            config = TrainConfig(**{**self.config.__dict__, "optimizer": name, "lr": self.lrs[name]})
+            run = Run(replica, self.data, config, [_Relay(self, name, history)], name=name)
+            run.run_here()
+            if run.status == "failed":
+                diverged_at[name] = run.step
+        return history, {"diverged_at": diverged_at}
+
+    def _emit(self, history: list[dict], rows: list[dict]) -> None:
+        history.extend(rows)
+        if self.on_rows is not None and rows:
+            self.on_rows(rows)
+
+    def _results(self, history, extra, wall, mode) -> dict[str, dict]:
+        results = {}
+        for name in self.names:
+            train = [r for r in history if r["optimizer"] == name and r["split"] == "train"]
+            val = [r for r in history if r["optimizer"] == name and r["split"] == "val"]
+            best = min(val, key=lambda r: r["loss"]) if val else None
+            reached = next((r["step"] for r in train if self.target is not None and r["loss"] <= self.target), None)
+            results[name] = {
+                "lr": self.lrs[name],
+                "final_loss": train[-1]["loss"] if train else math.nan,
+                "val_loss": val[-1]["loss"] if val else math.nan,
+                "val_accuracy": val[-1].get("accuracy", math.nan) if val else math.nan,
+                "best_epoch": best["epoch"] if best else None,
+                "steps_to_target": reached,
+                "time_s": wall if mode == "together" else
+                          (train[-1]["time"] if train and "time" in train[-1] else math.nan),
+                "diverged": name in extra["diverged_at"],
+            }
+        return results
+
+
+class _Window:
+    """Per-copy sums between logging ticks, on the device."""
+
+    def __init__(self, k, device):
+        self.loss = torch.zeros(k, device=device)
+        self.correct = torch.zeros(k, device=device)
+        self.samples = self.steps = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, losses, logits, y, task):
+        self.loss += losses * y.shape[0]
+        if task == "classification":
+            self.correct += (logits.argmax(-1) == y).sum(-1)
+        self.samples += y.shape[0]
+        self.steps += 1
+
+    def rows(self, names, step, epoch, active, diverged_at) -> list[dict]:
+        """Rows of the copies still training, and of those that diverged within this window."""
+        loss = (self.loss / max(1, self.samples)).tolist()
+        acc = (self.correct / max(1, self.samples)).tolist()
+        elapsed = time.perf_counter() - self.t0
+        rows = []
+        for k, name in enumerate(names):
+            if active[k] or diverged_at.get(name, 0) > step - self.steps:
+                row = {"optimizer": name, "step": step, "epoch": epoch, "split": "train", "loss": loss[k],
+                       "accuracy": acc[k], "time": elapsed}
+                rows.append(row)
+        return rows
+
+
+class _Relay(Callback):
+    """Trainer callback of the sequential path: tags rows with the optimizer, passes them on,
+    and forwards a Stop to the run at the next step."""
+
+    def __init__(self, comparison: OptimizerComparison, name: str, history: list[dict]):
+        self.comparison, self.name, self.history = comparison, name, history
+
+    def _pass(self, logs):
+        self.comparison._emit(self.history, [{"optimizer": self.name, **logs}])
+
+    def on_step_end(self, run, logs):
+        self.comparison.step += 1
+        if self.comparison._stop.is_set():
+            run.stop()
+        if "loss" in logs:
+            self._pass({k: logs[k] for k in ("step", "epoch", "split", "loss", "accuracy", "time") if k in logs})
+
+    def on_eval_end(self, run, logs):
+        self._pass({k: logs[k] for k in ("step", "epoch", "split", "loss", "accuracy") if k in logs})
