@@ -19,7 +19,7 @@ _API = {
     "save_weights": "engine.checkpoint", "load_weights": "engine.checkpoint",
     "TrainingDashboard": "ui.dashboard",
 }
-__all__ = ["train", "lr_find", "load_ipython_extension", "unload_ipython_extension", *_API]
+__all__ = ["train", "lr_find", "compare_optimizers", "load_ipython_extension", "unload_ipython_extension", *_API]
 
 
 def __getattr__(name: str):
@@ -58,6 +58,17 @@ def lr_find(model, data, *, show: bool = True, **options):
             tip += f" (lowest loss at lr {result.min_loss_lr:.2g})"
         show_figure(lr_finder_figure(result), f"LR range test over {len(result.lrs)} steps: {tip}")
     return result
+
+
+def compare_optimizers(model, data, optimizers=("sgd", "momentum", "rmsprop", "adam", "adamw"), **options):
+    """Same initial weights, same batches, one curve per optimizer (live in a notebook).
+
+    Example: ``bigmodel_nb.compare_optimizers(model, "digits", ["sgd", "adam"], epochs=5).table()``
+    """
+    from .engine.compare import OptimizerComparison
+    from .ui.compare import ComparisonDashboard
+
+    return ComparisonDashboard(OptimizerComparison(model, data, optimizers, **options)).show().run()
 
 
 def load_ipython_extension(ip) -> None:

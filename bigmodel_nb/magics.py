@@ -142,6 +142,71 @@ class BigModelMagics(Magics):
             print(f"Stopped the previous '{name}' at step {old.step} before starting a new one.")
 
     @magic_arguments()
+    @argument("model_name", nargs="?", default=None, help="Model variable (default: model).")
+    @argument("--data", default=None, help="Built-in dataset name or a data variable.")
+    @argument("--optimizers", default="sgd,momentum,rmsprop,adam,adamw", help="Comma-separated optimizer names.")
+    @argument("--lr", default=None, help="A number for all, pairs like sgd=0.1,adam=1e-3, or auto (LR range test each).")
+    @argument("--epochs", type=_number(int), default=None, help="Epochs (default 10).")
+    @argument("--steps", type=_number(int), default=None, help="Steps (with --function: iterations, default 200).")
+    @argument("--batch-size", type=_number(int), default=64)
+    @argument("--seed", type=_number(int), default=0, help="Seed for the initial weights (cell body) and batch order.")
+    @argument("--target", type=float, default=None, help="Report the steps each optimizer needs to reach this train loss.")
+    @argument("--function", default=None, help="rosenbrock, beale, rastrigin, saddle or quadratic: 2-D trajectories.")
+    @argument("--start", default=None, help="With --function: the starting point x,y.")
+    @argument("--mode", default="auto", choices=["auto", "together", "sequential"], help="How the copies train.")
+    @argument("--name", default="comparison", help="Variable that receives the result (default: comparison).")
+    @line_cell_magic
+    @user_errors
+    def compare_optimizers(self, line: str, cell: str | None = None):
+        """Train copies of one model with several optimizers — same initial weights, same batches —
+        and overlay their curves; or, with --function, draw their paths on a 2-D test function.
+
+        %compare_optimizers model --data digits --optimizers sgd,momentum,adam --epochs 5
+        """
+        import torch
+
+        args = parse(self.compare_optimizers, line)
+        if args.function:
+            return self._trajectories(args)
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        if cell is not None and cell.strip() and not self.shell.run_cell(cell, store_history=False).success:
+            return None
+        from .engine.compare import OptimizerComparison
+        from .ui.compare import ComparisonDashboard
+
+        model = self._variable(args.model_name or "model", "model")
+        comparison = OptimizerComparison(model, self._data(args.data), args.optimizers, lr=args.lr, epochs=args.epochs,
+                                         steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                         target=args.target, mode=args.mode)
+        self.shell.user_ns[args.name] = ComparisonDashboard(comparison).show().run()
+        return None
+
+    def _trajectories(self, args):
+        from .engine.landscapes import parse_start, trajectories
+        from .ui.dashboard import show_figure
+        from .ui.landscape import trajectory_figure
+
+        start = parse_start(args.start) if args.start else None
+        lr = None if args.lr is None else self._lr_option(args.lr, args.optimizers)
+        result = trajectories(args.function, [o.strip() for o in args.optimizers.split(",")], steps=args.steps or 200,
+                              start=start, lr=lr)
+        summary = ", ".join(f"{n} d={f['distance']:.3g}{' (diverged)' if f['diverged'] else ''}"
+                            for n, f in result.final.items())
+        show_figure(trajectory_figure(result), f"{args.function}: distance to the minimum after the last step — {summary}")
+        self.shell.user_ns[args.name] = result
+        return None
+
+    @staticmethod
+    def _lr_option(text: str, optimizers: str):
+        from .engine.compare import parse_lrs
+
+        names = [o.strip() for o in optimizers.split(",")]
+        if text.strip() == "auto":
+            raise UsageError("--lr auto applies to model comparisons; with --function give numbers or leave it out.")
+        return parse_lrs(text, names)
+
+    @magic_arguments()
     @argument("model_name", nargs="?", default="model", help="Model variable (default: model).")
     @argument("--data", default=None, help="Built-in dataset name or a data variable.")
     @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")

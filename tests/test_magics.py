@@ -140,3 +140,13 @@ def test_lr_find_magic_stores_the_result_and_restores_the_model(ip, capsys):
         ip.run_line_magic("lr_find", "nope --data digits")
     with pytest.raises(UsageError, match="Unknown optimizer 'adamz'"):
         ip.run_line_magic("lr_find", "model --data digits --optimizer adamz")
+
+
+def test_compare_optimizers_cell_magic(ip):
+    ip.run_cell_magic("compare_optimizers", "--data digits --epochs 2 --optimizers sgd,adam --name cmp", MLP)
+    cmp = ip.user_ns.pop("cmp")
+    assert set(cmp.results) == {"sgd", "adam"} and cmp.mode == "together"
+    with pytest.raises(UsageError, match="Unknown optimizer 'sgdd'"):
+        ip.run_line_magic("compare_optimizers", "model --data digits --optimizers sgdd,adam")
+    with pytest.raises(UsageError, match="--lr must be a number"):
+        ip.run_line_magic("compare_optimizers", "model --data digits --lr sgd=x")

@@ -131,6 +131,7 @@ class OptimizerComparison:
             mode = "sequential" if reason else "together"
             if reason:
                 notes.append(f"trained one after another: {reason}")
+        self.mode = mode
         t0 = time.perf_counter()
         history, extra = (self._together if mode == "together" else self._sequential)(init)
         wall = time.perf_counter() - t0
