@@ -153,3 +153,23 @@ def test_kernel_interrupt_button_stops_the_run_cleanly(lab_page):
     outputs = lab_page.cell_outputs()
     assert "after stopped" in outputs[3]
     assert "KeyboardInterrupt" not in "".join(outputs)
+
+
+def test_compare_optimizers_dashboard_renders_and_stops(lab_page):
+    cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn",
+             f"%%compare_optimizers --data digits --epochs 3000 --optimizers sgd,momentum,adam\n{MODEL}",
+             "print('after', comparison.status, sorted(comparison.results))"]
+    lab_page.open(notebook(*cells), dest="compare.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
+        return p && p.data && p.data.filter(t => t.x && t.x.length > 2).length >= 3; }""", timeout=90_000)
+    names = page.evaluate("() => document.querySelector('.js-plotly-plot').data.slice(0, 3).map(t => t.name)")
+    assert names == ["sgd", "momentum", "adam"]
+    lab_page.screenshot("compare-running")
+    click(page, ".bmnb-stop")
+    lab_page.wait_idle(timeout=30)
+    assert "after stopped ['adam', 'momentum', 'sgd']" in lab_page.cell_outputs()[3]
+    assert page.locator("table.bmnb-table").count() == 1  # the results table replaced the live view
+    lab_page.screenshot("compare-stopped")
+    assert not lab_page.errors
