@@ -1,9 +1,10 @@
 """Fair optimizer comparisons: every optimizer starts from the same weights and sees the same
-batches in the same order. Where the model allows it, the K copies train *together* — their
-parameters stacked and run through one `torch.func.vmap` forward/backward per step, each copy
-still updated by its own real `torch.optim` optimizer — which is much faster than K runs one
-after another for the small models people compare optimizers on. Otherwise (BatchNorm, dropout,
-models that compute their own loss) it falls back to sequential runs of the ordinary trainer.
+batches in the same order. Where it pays, the K copies train *together*: their parameters are
+stacked [K, ...] and run through one batched forward/backward per step (batched matrix products
+for MLPs; `torch.func.vmap` for other architectures when asked, or on a GPU), while each copy is
+still updated by its own real `torch.optim` optimizer. Otherwise (BatchNorm, dropout, models that
+compute their own loss, or where separate runs are faster) it runs the ordinary trainer once per
+optimizer. Both paths give the same losses (checked in tests and in bench/compare.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .data import as_bundle
@@ -159,7 +161,7 @@ class OptimizerComparison:
         return replica
 
     def _together_blocker(self, init) -> str | None:
-        """Why the vmap path cannot be used here, or None."""
+        """Why the copies should not train together here, or None."""
         if takes_targets(self.model):
             return "the model computes its own loss"
         for module in self.model.modules():
@@ -168,76 +170,63 @@ class OptimizerComparison:
             if isinstance(module, torch.nn.Dropout) and module.p > 0:
                 return "dropout needs separate random masks per copy"
         try:
-            replicas = [self._replica(init) for _ in range(2)]
+            stack = _Stack(self.model, init, 2, self.device)
             x, _ = next(iter(self.data.train.batches(2, self.device)))
             with torch.no_grad():
-                self._forward(replicas, x)
+                stack.forward(x)
         except Exception as exc:  # anything vmap cannot trace: fall back rather than fail
             return f"vmap could not run the model ({type(exc).__name__})"
+        if stack.layers is None and self.device.type == "cpu" and self.mode == "auto":
+            # measured: for small models on a CPU, vmap's per-call overhead exceeds K separate steps
+            return "on a CPU, separate runs are faster than vmap for this architecture"
         return None
 
-    def _forward(self, replicas, x):
-        """Outputs of all copies on one batch, [K, batch, ...], in one vmapped call."""
-        base = replicas[0]
-        columns = getattr(self, "_columns", None)
-        if columns is None or columns[0] is not replicas:  # name -> that tensor in every copy
-            tensors = [dict(r.named_parameters()) | dict(r.named_buffers()) for r in replicas]
-            self._columns = columns = (replicas, {n: [t[n] for t in tensors] for n in tensors[0]})
-        # Stacked every step: the copies' own leaf tensors stay what their optimizers update,
-        # and the stack routes each copy's gradient back to them.
-        stacked = {n: torch.stack(ts) for n, ts in columns[1].items()}
-
-        def one(state, inputs):
-            out = functional_call(base, state, (inputs,))
-            return out[0] if isinstance(out, (tuple, list)) else out
-
-        return vmap(one, in_dims=(0, None))(stacked, x)
-
     def _together(self, init):
-        replicas = [self._replica(init) for _ in self.names]
+        k = len(self.names)
+        stack = _Stack(self.model, init, k, self.device)
         # foreach: one fused update per optimizer instead of a Python loop over its tensors (CPU default is off)
-        opts = [make_optimizer(n, r.parameters(), lr=self.lrs[n], foreach=True) for n, r in zip(self.names, replicas)]
-        active = [True] * len(self.names)
+        opts = [make_optimizer(n, views, lr=self.lrs[n], foreach=True) for n, views in zip(self.names, stack.views)]
+        active = [True] * k
         cfg, split = self.config, self.data.train
         epochs, total = plan(cfg, split.num_batches(cfg.batch_size))
         steps_per_epoch = split.num_batches(cfg.batch_size)
         history: list[dict] = []
-        window = _Window(len(self.names), self.device)
+        window = _Window(k, self.device)
         diverged_at: dict[str, int] = {}
-        mask = torch.ones(len(self.names), device=self.device)  # 0 for copies that diverged
+        mask = torch.ones(k, device=self.device)  # 0 for copies that diverged
         for epoch in range(epochs):
             last = min(total, (epoch + 1) * steps_per_epoch)
             for x, y in split.batches(cfg.batch_size, self.device, shuffle=True, seed=cfg.seed, epoch=epoch):
                 if self._stop.is_set():
                     break
-                logits = self._forward(replicas, x)
-                losses = vmap(self.loss_fn, in_dims=(0, None))(logits, y)
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
+                logits = stack.forward(x)
+                losses = per_copy_loss(self.loss_fn, logits, y)
+                stack.zero_grad()
                 (losses * mask).sum().backward()
+                stack.share_grads()
                 finite = torch.isfinite(losses).tolist()
-                for k, opt in enumerate(opts):
-                    if active[k] and finite[k]:
+                for i, opt in enumerate(opts):
+                    if active[i] and finite[i]:
                         opt.step()
-                    elif active[k]:  # this optimizer diverged: freeze it, the others go on
-                        active[k] = False
+                    elif active[i]:  # this optimizer diverged: freeze it, the others go on
+                        active[i] = False
                         mask = torch.tensor(active, dtype=losses.dtype, device=self.device)
-                        diverged_at[self.names[k]] = self.step + 1
+                        diverged_at[self.names[i]] = self.step + 1
                 self.step += 1
                 window.add(losses.detach(), logits.detach(), y, self.data.task)
                 if self.step % cfg.log_every == 0 or self.step == last:
                     self._emit(history, window.rows(self.names, self.step, epoch + 1, active, diverged_at))
-                    window = _Window(len(self.names), self.device)
+                    window = _Window(k, self.device)
                 if self.step >= last:
                     break
             if self._stop.is_set():
                 break
-            self._emit(history, self._validate(replicas, epoch + 1, active))
+            self._emit(history, self._validate(stack, epoch + 1, active))
             if not any(active) or self.step >= total:
                 break
         return history, {"diverged_at": diverged_at}
 
-    def _validate(self, replicas, epoch, active) -> list[dict]:
+    def _validate(self, stack, epoch, active) -> list[dict]:
         val = self.data.val
         if val is None or len(val) == 0:
             return []
@@ -245,8 +234,8 @@ class OptimizerComparison:
         loss_sum, correct, n = torch.zeros(k, device=self.device), torch.zeros(k, device=self.device), 0
         with torch.no_grad():
             for x, y in val.batches(512, self.device):
-                logits = self._forward(replicas, x)
-                loss_sum += vmap(self.loss_fn, in_dims=(0, None))(logits, y) * x.shape[0]
+                logits = stack.forward(x)
+                loss_sum += per_copy_loss(self.loss_fn, logits, y) * x.shape[0]
                 if self.data.task == "classification":
                     correct += (logits.argmax(-1) == y).sum(-1)
                 n += x.shape[0]
@@ -298,6 +287,82 @@ class OptimizerComparison:
                 "diverged": name in extra["diverged_at"],
             }
         return results
+
+
+_ELEMENTWISE = (torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.GELU, torch.nn.LeakyReLU, torch.nn.SiLU,
+                torch.nn.ELU, torch.nn.Identity, torch.nn.Dropout)
+
+
+class _Stack:
+    """K copies of a model as stacked tensors [K, ...]. The stacks are the leaves autograd sees;
+    copy i's optimizer updates its own slice through a view sharing the storage, so each copy
+    is still updated by a real `torch.optim` optimizer."""
+
+    def __init__(self, model, init, k: int, device):
+        self.base = copy.deepcopy(model).to(device)
+        self.base.load_state_dict(init)
+        self.params = {n: p.detach().unsqueeze(0).repeat(k, *[1] * p.dim()).requires_grad_()
+                       for n, p in self.base.named_parameters()}
+        self.buffers = {n: b.unsqueeze(0).repeat(k, *[1] * b.dim()) for n, b in self.base.named_buffers()}
+        self.views = [[stacked.detach()[i].requires_grad_() for stacked in self.params.values()] for i in range(k)]
+        self.layers = _mlp_layers(self.base)
+        self.k = k
+
+    def forward(self, x):
+        """Outputs of all copies on one batch: [K, batch, ...]."""
+        if self.layers is None:  # any architecture: one vmapped functional call
+            def one(state, inputs):
+                out = functional_call(self.base, state, (inputs,))
+                return out[0] if isinstance(out, (tuple, list)) else out
+
+            return vmap(one, in_dims=(0, None))({**self.params, **self.buffers}, x)
+        h = x.expand(self.k, *x.shape)  # an MLP: batched matrix products, no per-call overhead
+        for kind, item in self.layers:
+            if kind == "linear":
+                weight, bias = self.params[f"{item}.weight"], self.params.get(f"{item}.bias")
+                h = torch.bmm(h, weight.transpose(1, 2)) if bias is None else \
+                    torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            elif kind == "flatten":
+                h = h.flatten(2)
+            else:
+                h = item(h)
+        return h
+
+    def zero_grad(self):
+        for stacked in self.params.values():
+            stacked.grad = None
+
+    def share_grads(self):
+        for i, views in enumerate(self.views):
+            for view, stacked in zip(views, self.params.values()):
+                view.grad = None if stacked.grad is None else stacked.grad[i]
+
+
+def _mlp_layers(model) -> list | None:
+    """The layers of an nn.Sequential of Linear, Flatten and element-wise activations, else None."""
+    if not isinstance(model, torch.nn.Sequential):
+        return None
+    layers = []
+    for name, module in model.named_children():
+        if isinstance(module, torch.nn.Linear):
+            layers.append(("linear", name))
+        elif isinstance(module, torch.nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+            layers.append(("flatten", None))
+        elif isinstance(module, _ELEMENTWISE) and not (isinstance(module, torch.nn.Dropout) and module.p > 0):
+            layers.append(("fn", module))
+        else:
+            return None
+    return layers
+
+
+def per_copy_loss(loss_fn, out, y):
+    """The loss of each copy, [K], from outputs [K, batch, ...] — without vmap for the usual losses."""
+    k = out.shape[0]
+    if loss_fn is F.cross_entropy and out.dim() == 3:
+        return F.cross_entropy(out.flatten(0, 1), y.repeat(k), reduction="none").view(k, -1).mean(1)
+    if loss_fn is F.mse_loss and out[0].numel() == y.numel():
+        return (out - y.reshape(out.shape[1:])).pow(2).flatten(1).mean(1)
+    return vmap(loss_fn, in_dims=(0, None))(out, y)
 
 
 class _Window:

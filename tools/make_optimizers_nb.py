@@ -1,0 +1,377 @@
+"""Writes notebooks/02_optimizers.ipynb (the source of truth for its cells), then executes it
+headless so the stored outputs are real. Run: .venv/bin/python tools/make_optimizers_nb.py"""
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+cells = [
+    md(r"""# Optimizers: from gradient descent to AdamW, schedules and the LR range test
+
+Training a network means minimising a loss $L(\theta)$ over its parameters $\theta$. An **optimizer**
+decides how to turn gradients into parameter updates. This tutorial:
+
+1. starts from **gradient descent** and shows that batch, mini-batch and stochastic gradient descent
+   are one algorithm with a different batch size $m$;
+2. writes **SGD, momentum, Nesterov, RMSprop, Adam and AdamW** in about ten lines each and checks every
+   one against the real `torch.optim` optimizer — step by step, to within $10^{-6}$;
+3. makes the learning rate **decay** with the schedules `bigmodel_nb` offers, and trains a digits MLP
+   with one of them;
+4. runs the **learning-rate range test** (`%lr_find`) and trains with the LR it suggests.
+
+Every formula below is implemented in a cell and checked, so where the written material you may have
+read disagrees with the code, the code is what PyTorch actually does."""),
+    md("## Load the extension"),
+    code("%load_ext bigmodel_nb"),
+    md(r"""## 1. Gradient descent
+
+Gradient descent repeats one update with a **learning rate** $\alpha$:
+
+$$\theta \leftarrow \theta - \alpha \, \nabla L(\theta).$$
+
+The loss of a data set is an average over its $N$ samples, $L(\theta) = \frac{1}{N}\sum_{i=1}^{N}
+\ell(\theta; x_i, y_i)$, so its gradient is an average of per-sample gradients. Computing it over all
+$N$ samples for every update is expensive; instead we estimate it from a **batch** of $m$ samples:
+
+$$\theta \leftarrow \theta - \alpha \, \frac{1}{m} \sum_{i \in \text{batch}} \nabla \ell(\theta; x_i, y_i).$$
+
+| name | batch size | each update |
+|---|---|---|
+| batch gradient descent | $m = N$ | exact gradient, one update per pass over the data (*epoch*) |
+| mini-batch gradient descent | $1 < m < N$ | a noisy estimate, $N/m$ updates per epoch |
+| stochastic gradient descent (SGD) | $m = 1$ | a very noisy estimate, $N$ updates per epoch |
+
+The three are **the same code with a different $m$**. Here they are on a small least-squares problem,
+$\ell(\theta; x, y) = (x^\top\theta - y)^2$, whose gradient we can write by hand:
+$\nabla L_{\text{batch}}(\theta) = \frac{2}{m} X_b^\top (X_b\theta - y_b)$. Everything is float64 NumPy."""),
+    code("""# NBVAL_CHECK_OUTPUT
+import numpy as np
+
+rng = np.random.default_rng(0)
+N, d = 200, 5
+X = rng.standard_normal((N, d))
+w_true = rng.standard_normal(d)
+y = X @ w_true + 0.1 * rng.standard_normal(N)          # a linear target plus a little noise
+
+def loss(theta, idx=slice(None)):
+    residual = X[idx] @ theta - y[idx]
+    return float(np.mean(residual ** 2))
+
+def grad(theta, idx=slice(None)):
+    Xb, yb = X[idx], y[idx]
+    return 2 * Xb.T @ (Xb @ theta - yb) / len(Xb)
+
+theta_best = np.linalg.lstsq(X, y, rcond=None)[0]       # the exact minimiser, for reference
+print(f"N = {N} samples, d = {d} parameters; lowest possible loss {loss(theta_best):.4f}")"""),
+    md("One function covers all three variants: shuffle once per epoch, walk through the data in batches of `m`, update after each batch."),
+    code("""import pandas as pd
+
+def gradient_descent(m, lr=0.05, epochs=5, seed=0):
+    order_rng = np.random.default_rng(seed)
+    theta, updates = np.zeros(d), 0
+    for epoch in range(epochs):
+        order = order_rng.permutation(N)
+        for start in range(0, N, m):
+            batch = order[start:start + m]
+            theta = theta - lr * grad(theta, batch)     # θ ← θ − α (1/m) Σ ∇ℓ
+            updates += 1
+    return theta, updates
+
+table = []
+for name, m in [("batch", N), ("mini-batch", 20), ("stochastic", 1)]:
+    theta, updates = gradient_descent(m)
+    table.append({"method": name, "m": m, "updates in 5 epochs": updates,
+                  "final loss": loss(theta), "gap to best": loss(theta) - loss(theta_best)})
+table = pd.DataFrame(table)
+assert table["final loss"].iloc[1] < table["final loss"].iloc[0]   # more updates for the same data seen
+table"""),
+    md(r"""All three saw every sample five times. **Batch** gradient descent made only 5 (exact) updates and is
+far from the minimum; **mini-batch** made 50 and is close to it; **stochastic** made 1,000 but each
+was so noisy that it keeps bouncing around the minimum with a constant $\alpha$ — that leftover
+noise is one reason to let the learning rate decay (section 3). Because the samples of a batch are
+processed in parallel, a mini-batch of a few hundred costs little more time than one sample, which is why mini-batches (here 16–256) are the default in practice;
+PyTorch's optimizer called "SGD" is in fact used as mini-batch gradient descent."""),
+    md(r"""## 2. Six optimizers, written by hand and checked against `torch.optim`
+
+Each optimizer below is a function `step(theta, g, state, t, **hyperparameters)` that receives the
+mini-batch gradient $g$ at step $t = 1, 2, \dots$ and returns the new parameters. The harness runs it
+for **50 steps** on the least-squares problem above, with **fixed mini-batches** (ten batches of 20,
+in order), from the same random start, next to the real `torch.optim` optimizer, whose gradient comes
+from autograd rather than from our formula. `check` compares the parameters after every step and
+**fails if they ever differ by more than $10^{-6}$**."""),
+    code("""import torch
+from torch import nn
+
+batches = [np.arange(start, start + 20) for start in range(0, N, 20)]   # fixed, in order
+theta0 = np.random.default_rng(1).standard_normal(d)                    # the same start for everyone
+STEPS = 50
+
+def run_reference(step, **hp):
+    theta, state, path = theta0.copy(), {}, []
+    for t in range(1, STEPS + 1):
+        g = grad(theta, batches[(t - 1) % len(batches)])
+        theta = step(theta, g, state, t, **hp)
+        path.append(theta.copy())
+    return np.array(path)
+
+X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)                     # float64 tensors
+
+def run_torch(make_optimizer):
+    p = torch.nn.Parameter(torch.from_numpy(theta0.copy()))
+    opt, path = make_optimizer([p]), []
+    for t in range(1, STEPS + 1):
+        idx = torch.from_numpy(batches[(t - 1) % len(batches)])
+        batch_loss = ((X_t[idx] @ p - y_t[idx]) ** 2).mean()
+        opt.zero_grad(); batch_loss.backward(); opt.step()
+        path.append(p.detach().numpy().copy())
+    return np.array(path)
+
+results = {}
+def check(name, step, make_optimizer, **hp):
+    ours, theirs = run_reference(step, **hp), run_torch(make_optimizer)
+    diff = np.abs(ours - theirs).max()               # over every parameter at every step
+    print(f"{name:<9} max |ours − torch| over {STEPS} steps: {diff:.1e}   final loss {loss(ours[-1]):.4f}")
+    assert diff < 1e-6, f"{name}: the reference differs from torch by {diff:.3g}"
+    results[name] = {"final loss": loss(ours[-1]), "max difference": diff}"""),
+    md(r"""### Plain SGD
+$$\theta \leftarrow \theta - \alpha g$$"""),
+    code("""def sgd(theta, g, state, t, lr):
+    return theta - lr * g
+
+check("SGD", sgd, lambda p: torch.optim.SGD(p, lr=0.05), lr=0.05)"""),
+    md(r"""### Momentum
+Momentum keeps a running "velocity" $v$ (starting at $0$) so that consistent gradient directions build
+up speed and oscillating ones cancel. **PyTorch's form** (with the default `dampening=0`):
+
+$$v \leftarrow \mu v + g, \qquad \theta \leftarrow \theta - \alpha v.$$
+
+Many texts write it instead as an **exponential moving average (EMA)**:
+$v \leftarrow \beta v + (1-\beta) g$. Unrolled, the EMA velocity is $(1-\beta)\sum_k \beta^{t-k} g_k$,
+exactly $(1-\beta)$ times PyTorch's $\sum_k \mu^{t-k} g_k$ when $\beta = \mu$. So the two forms differ
+only by a **scale factor**: with $\mu = 0.9$, PyTorch's velocity is $1/(1-\beta) = 10$ times the EMA
+velocity, and the EMA form with learning rate $\alpha/(1-\beta)$ follows exactly the same path. Keep this
+in mind when you copy a learning rate from a paper that uses the EMA form."""),
+    code("""def momentum(theta, g, state, t, lr, mu):
+    state["v"] = mu * state.get("v", 0.0) + g           # PyTorch's form
+    return theta - lr * state["v"]
+
+def ema_momentum(theta, g, state, t, lr, beta):
+    state["v"] = beta * state.get("v", 0.0) + (1 - beta) * g   # the EMA form
+    return theta - lr * state["v"]
+
+torch_momentum = lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)
+check("momentum", momentum, torch_momentum, lr=0.01, mu=0.9)
+# the EMA form matches torch only once its learning rate is scaled by 1/(1 − β)
+check("EMA ×10", ema_momentum, torch_momentum, lr=0.01 / (1 - 0.9), beta=0.9)
+same_lr = np.abs(run_reference(ema_momentum, lr=0.01, beta=0.9) - run_torch(torch_momentum)).max()
+print(f"EMA form with the same lr: max difference {same_lr:.2f} — a different optimizer")
+assert same_lr > 1e-3"""),
+    md(r"""`torch.optim.SGD` also has a `dampening` argument that multiplies $g$ by $(1 - \text{dampening})$, but
+it is not quite the EMA form either: PyTorch starts the buffer at $v_1 = g_1$, undamped, and damps
+only later steps.
+
+### Nesterov momentum
+Nesterov's method evaluates the gradient at the point momentum is about to carry us to. PyTorch
+(`nesterov=True`) uses an equivalent reformulation (its $\theta$ tracks the look-ahead point) that needs
+only the gradient at the current parameters:
+
+$$v \leftarrow \mu v + g, \qquad \theta \leftarrow \theta - \alpha\,(g + \mu v).$$"""),
+    code("""def nesterov(theta, g, state, t, lr, mu):
+    state["v"] = mu * state.get("v", 0.0) + g
+    return theta - lr * (g + mu * state["v"])
+
+check("Nesterov", nesterov, lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True), lr=0.01, mu=0.9)"""),
+    md(r"""### RMSprop
+RMSprop divides each coordinate's step by a running root-mean-square of its gradients, so parameters
+with large gradients take smaller steps (squares and roots are element-wise; $s$ starts at $0$):
+
+$$s \leftarrow \rho s + (1-\rho) g^2, \qquad \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}.$$
+
+PyTorch (`torch.optim.RMSprop`, where $\rho$ is called `alpha`) adds $\epsilon$ **outside** the square
+root. Some implementations use $\sqrt{s + \epsilon}$ instead; the check below tells the two apart
+(with a large $\epsilon = 10^{-3}$ to make the difference visible)."""),
+    code("""def rmsprop(theta, g, state, t, lr, rho, eps):
+    state["s"] = rho * state.get("s", 0.0) + (1 - rho) * g ** 2
+    return theta - lr * g / (np.sqrt(state["s"]) + eps)     # ε outside the square root
+
+def rmsprop_eps_inside(theta, g, state, t, lr, rho, eps):
+    state["s"] = rho * state.get("s", 0.0) + (1 - rho) * g ** 2
+    return theta - lr * g / np.sqrt(state["s"] + eps)
+
+torch_rmsprop = lambda p: torch.optim.RMSprop(p, lr=0.05, alpha=0.9, eps=1e-3)
+check("RMSprop", rmsprop, torch_rmsprop, lr=0.05, rho=0.9, eps=1e-3)
+inside = np.abs(run_reference(rmsprop_eps_inside, lr=0.05, rho=0.9, eps=1e-3) - run_torch(torch_rmsprop)).max()
+print(f"ε inside the square root: max difference {inside:.1e} — not what torch does")
+assert inside > 1e-6"""),
+    md(r"""### Adam
+Adam combines momentum (a moving average $m$ of the gradient) with RMSprop (a moving average $v$ of
+its square). Both start at $0$, so early on they are biased towards $0$; dividing by
+$1-\beta^t$ — **$\beta$ to the power $t$**, the step number — removes that bias:
+
+$$m \leftarrow \beta_1 m + (1-\beta_1) g, \qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,$$
+$$\hat m = \frac{m}{1-\beta_1^{\,t}}, \qquad \hat v = \frac{v}{1-\beta_2^{\,t}}, \qquad
+\theta \leftarrow \theta - \alpha \frac{\hat m}{\sqrt{\hat v} + \epsilon}.$$
+
+Two mistakes circulate in written explanations:
+
+* one source writes the averages as sums divided by $(1 - \beta t)$ — $\beta$ **times** $t$. For any
+  $\beta > \tfrac12$ that denominator is already negative at the second step (table below), which
+  would flip the sign of the average;
+* another divides only $m$ by its correction and leaves $v$ uncorrected. Early on $v$ is then far too
+  small: at the first step $\sqrt{v} = \sqrt{1-\beta_2}\,|g| \approx 0.03\,|g|$, so the step is about
+  30 times too large.
+
+The correct form is checked against `torch.optim.Adam` below (defaults $\beta_1 = 0.9$,
+$\beta_2 = 0.999$, $\epsilon = 10^{-8}$), and the "only $m$" variant is shown to be a different optimizer."""),
+    code("""def adam(theta, g, state, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    g = g + weight_decay * theta                           # Adam's weight_decay: an L2 term in the gradient
+    state["m"] = beta1 * state.get("m", 0.0) + (1 - beta1) * g
+    state["v"] = beta2 * state.get("v", 0.0) + (1 - beta2) * g ** 2
+    m_hat = state["m"] / (1 - beta1 ** t)                  # bias correction: β to the power t
+    v_hat = state["v"] / (1 - beta2 ** t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+def adam_only_m_corrected(theta, g, state, t, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    state["m"] = beta1 * state.get("m", 0.0) + (1 - beta1) * g
+    state["v"] = beta2 * state.get("v", 0.0) + (1 - beta2) * g ** 2
+    return theta - lr * (state["m"] / (1 - beta1 ** t)) / (np.sqrt(state["v"]) + eps)
+
+torch_adam = lambda p: torch.optim.Adam(p, lr=0.05)
+check("Adam", adam, torch_adam, lr=0.05)
+wrong = np.abs(run_reference(adam_only_m_corrected, lr=0.05) - run_torch(torch_adam)).max()
+print(f"only m bias-corrected: max difference {wrong:.2f} — not Adam")
+assert wrong > 1e-3"""),
+    md("The two denominators for $\\beta_1 = 0.9$: the correct one grows towards 1, the garbled one is negative from step 2."),
+    code("""# NBVAL_CHECK_OUTPUT
+t = np.arange(1, 11)
+pd.DataFrame({"t": t, "1 − β₁ᵗ (correct)": 1 - 0.9 ** t, "1 − β₁·t (garbled)": 1 - 0.9 * t}).set_index("t").T.round(3)"""),
+    md(r"""### AdamW: decoupled weight decay
+**Weight decay** pulls the parameters towards zero to regularise the model. Adam's `weight_decay`
+argument does it the L2 way: it adds $\lambda\theta$ to the gradient *before* the adaptive scaling,
+so parameters with large gradient history are decayed less. **AdamW** (Loshchilov & Hutter) decouples
+the two: it shrinks the parameters directly, then takes a plain Adam step with the unmodified gradient:
+
+$$\theta \leftarrow \theta - \alpha\lambda\theta, \qquad \text{then the Adam update with } g.$$
+
+In PyTorch the decay is multiplied by the learning rate $\alpha$, as written. With the same $\lambda$ the
+two are different optimizers — the check shows both match their PyTorch counterparts and differ
+from each other."""),
+    code("""def adamw(theta, g, state, t, lr, weight_decay, **adam_hp):
+    theta = theta - lr * weight_decay * theta              # decoupled: not part of the gradient
+    return adam(theta, g, state, t, lr, **adam_hp)
+
+check("Adam+L2", adam, lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=0.1), lr=0.05, weight_decay=0.1)
+check("AdamW", adamw, lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1), lr=0.05, weight_decay=0.1)
+l2_vs_w = np.abs(run_reference(adam, lr=0.05, weight_decay=0.1) - run_reference(adamw, lr=0.05, weight_decay=0.1)).max()
+print(f"Adam with L2 vs AdamW, same λ: max difference {l2_vs_w:.2f}")
+assert l2_vs_w > 1e-3"""),
+    md(r"""All references agree with PyTorch to rounding error (about $10^{-16}$). The final losses are
+**not** a ranking of the optimizers: each ran 50 steps with one hand-picked learning rate on a tiny
+convex problem; on a real network the best choice, and its learning rate, must be found by trying."""),
+    code("""summary = pd.DataFrame(results).T
+assert (summary["max difference"] < 1e-6).all()
+summary"""),
+    md(r"""## 3. A decaying learning rate
+
+A constant $\alpha$ is a compromise: large enough to make progress early, it keeps the parameters
+bouncing around the minimum later (as stochastic gradient descent did in section 1). A **schedule**
+changes $\alpha$ as training goes on. `bigmodel_nb` offers these (`--schedule NAME`), each a standard
+`torch.optim.lr_scheduler` stepped once per training step:
+
+| name | shape |
+|---|---|
+| `constant` | $\alpha$ throughout |
+| `step` | $\alpha$, then $\times 0.1$ at 60% and again at 85% of training |
+| `cosine` | $\alpha \cdot \tfrac12\bigl(1 + \cos(\pi \cdot \text{progress})\bigr)$, from $\alpha$ down to 0 |
+| `warmup-cosine` | a linear **warm-up** over the first 5% (or `--warmup N` steps), then cosine |
+| `onecycle` | rises from $\alpha/25$ to $\alpha$ over the first 30%, then anneals far below $\alpha/25$ |
+| `plateau` | $\times 0.1$ when the validation loss has not improved for 2 validations (driven by the data, so it has no fixed curve) |
+
+Warm-up helps adaptive optimizers like Adam, whose first steps rely on poorly estimated averages.
+Here are the curves `make_schedule` produces for 100 steps with a peak learning rate of 0.01:"""),
+    code("""import plotly.graph_objects as go
+from bigmodel_nb.engine.optim import make_schedule
+
+def lr_curve(name, lr=0.01, total_steps=100):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    schedule = make_schedule(name, opt, total_steps=total_steps)
+    curve = []
+    for _ in range(total_steps):
+        curve.append(opt.param_groups[0]["lr"])         # the LR the next step will use
+        opt.step(); schedule.step()
+    return curve
+
+curves = {name: lr_curve(name) for name in ["constant", "step", "cosine", "warmup-cosine", "onecycle"]}
+fig = go.Figure([go.Scatter(y=curve, name=name, mode="lines") for name, curve in curves.items()])
+fig.update_layout(title="Learning-rate schedules (peak 0.01, 100 steps)", xaxis_title="step",
+                  yaxis_title="learning rate", height=360, margin=dict(t=50, b=40))
+fig.show()"""),
+    md("Now train the digits MLP with `onecycle` and a peak learning rate of 0.01 (Adam, the default optimizer). The dashboard's LR panel shows the schedule as it runs."),
+    code("""%%train --data digits --epochs 5 --schedule onecycle --lr 0.01 --seed 0
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
+    md("The train rows record the learning rate each logged step used, so we can check it against the schedule's curve for the same number of steps, and plot it next to the loss."),
+    code("""from plotly.subplots import make_subplots
+
+rows = pd.DataFrame(run.rows("train"))
+expected = lr_curve("onecycle", lr=0.01, total_steps=run.total_steps)
+assert all(abs(r.lr - expected[r.step - 1]) < 1e-12 for r in rows.itertuples()), "the run's LR is not the schedule's"
+
+fig = make_subplots(specs=[[{"secondary_y": True}]])
+fig.add_scatter(x=rows["step"], y=rows["loss"], name="train loss", mode="lines+markers")
+fig.add_scatter(x=rows["step"], y=rows["lr"], name="learning rate", mode="lines+markers", secondary_y=True)
+fig.update_layout(title="onecycle on digits", xaxis_title="step", height=340, margin=dict(t=50, b=40))
+fig.update_yaxes(title_text="loss", secondary_y=False)
+fig.update_yaxes(title_text="learning rate", secondary_y=True)
+fig.show()
+
+test = run.evaluate("test")
+print(f"{run.total_steps} steps · test accuracy {test['accuracy']:.3f}")
+assert test["accuracy"] >= 0.93, test"""),
+    md(r"""## 4. The learning-rate range test
+
+Which peak learning rate to use? The **LR range test** (L. Smith, 2015) trains for a short while with
+an exponentially rising learning rate — here from $10^{-7}$ to $10$ over 100 batches, one LR each —
+and records the smoothed loss. `%lr_find` stores the result as `lr_finder` (`.lrs`, `.losses`,
+`.suggestion`) and **restores the model's weights** afterwards, so the same model can then be trained
+from its initial state."""),
+    code("""torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+initial = {k: v.clone() for k, v in model.state_dict().items()}"""),
+    code("%lr_find model --data digits"),
+    code("""print(lr_finder)
+print(f"{len(lr_finder.lrs)} LRs from {lr_finder.lrs[0]:.0e} to {lr_finder.lrs[-1]:.2g}; "
+      f"suggestion {lr_finder.suggestion:.2g}")
+assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items()), "weights not restored"
+assert lr_finder.lrs[0] < lr_finder.suggestion < lr_finder.lrs[-1]"""),
+    md(r"""**What the curve shows.** At tiny learning rates the loss barely moves; then it starts to fall, falls
+fastest over a range, reaches a minimum and finally explodes when steps become too large (the sweep
+stops there). The suggestion is the LR where the smoothed loss **falls fastest** — below the minimum,
+where training is quick but still stable.
+
+**What it does not guarantee.** Every point is measured after only a few batches, with weights that
+were trained at all the smaller LRs before it, so the curve describes the *start* of training, not
+the best LR for a long run, and it says nothing about generalisation. It also depends on the optimizer
+and batch size (change either and rerun it), and a suggestion is a starting point to try, not a
+tuned value. Here we train the same model (back at its initial weights) with the suggested LR;
+IPython replaces `{lr_finder.suggestion}` in a magic's line with its value."""),
+    code("""%train model --data digits --epochs 5 --lr {lr_finder.suggestion} --seed 0 --name found_run"""),
+    code("""found = found_run.evaluate("test")
+print(f"lr {found_run.config.lr:.2g} · test accuracy {found['accuracy']:.3f}")
+assert found_run.config.lr == lr_finder.suggestion
+assert found["accuracy"] >= 0.93, found"""),
+    md("Coming next in this notebook: optimizer trajectories on Rosenbrock and a side-by-side comparison on digits (`%compare_optimizers`)"),
+]
+
+nb = nbformat.v4.new_notebook(cells=cells, metadata={
+    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+    "language_info": {"name": "python"},
+})
+out = Path(__file__).resolve().parents[1] / "notebooks" / "02_optimizers.ipynb"
+started = time.perf_counter()
+NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(out.parent)}}).execute()
+nbformat.write(nb, out)
+print(f"wrote {out} (executed in {time.perf_counter() - started:.1f} s)", file=sys.stderr)
