@@ -80,15 +80,16 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
                            data=[go.Scatter(x=[float(p[min(t, len(p) - 1), 0])], y=[float(p[min(t, len(p) - 1), 1])])
                                  for p in paths])
                   for t in ticks]
-    still = dict(mode="immediate", frame=dict(duration=0, redraw=False), transition=dict(duration=0))
+    # redraw=True: without it plotly drops the contour while animating the markers over it
+    still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    play = dict(frame=dict(duration=80, redraw=True), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
-        sliders=[dict(active=0, x=0.08, len=0.9, y=0, pad=dict(t=35), currentvalue=dict(prefix="step "),
+        sliders=[dict(active=0, x=0.1, len=0.9, y=0, yanchor="top", pad=dict(t=50, b=10),
+                      currentvalue=dict(prefix="step ", xanchor="right"),
                       steps=[dict(label=str(t), method="animate", args=[[str(t)], still]) for t in ticks])],
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top",
-                          pad=dict(t=45, r=10), showactive=False,
-                          buttons=[dict(label="▶", method="animate",
-                                        args=[None, dict(frame=dict(duration=80, redraw=False), fromcurrent=True,
-                                                         transition=dict(duration=0))]),
+        updatemenus=[dict(type="buttons", direction="left", x=0.1, y=0, xanchor="right", yanchor="top",
+                          pad=dict(t=60, r=10), showactive=False,
+                          buttons=[dict(label="▶", method="animate", args=[None, play]),
                                    dict(label="❚❚", method="animate", args=[[None], still])])])
 
     (x0, x1), (y0, y1) = fn.bounds
@@ -96,7 +97,7 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
     fig.update_xaxes(range=[x0, x1], title_text="x", showgrid=False, zeroline=False)
     fig.update_yaxes(range=[y0, y1], title_text="y", showgrid=False, zeroline=False)
     fig.update_layout(
-        height=520, template="plotly_white", margin=dict(l=50, r=20, t=70, b=40),
+        height=560, template="plotly_white", margin=dict(l=50, r=20, t=70, b=40),
         legend=dict(orientation="v", x=1.12, y=1, title=dict(text=f"d = distance to the {result.distance_to}")),
         title=dict(text=f"{result.function}: f(x, y) = {fn.formula}<br><sup>{steps_run} steps from "
                         f"({result.start[0]:g}, {result.start[1]:g}) with torch.optim</sup>",
