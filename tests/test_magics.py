@@ -150,3 +150,14 @@ def test_compare_optimizers_cell_magic(ip):
         ip.run_line_magic("compare_optimizers", "model --data digits --optimizers sgdd,adam")
     with pytest.raises(UsageError, match="--lr must be a number"):
         ip.run_line_magic("compare_optimizers", "model --data digits --lr sgd=x")
+
+
+def test_compare_optimizers_on_a_test_function(ip, capsys):
+    ip.run_line_magic("compare_optimizers", "--function quadratic --optimizers sgd,momentum --steps 100 --name traj")
+    traj = ip.user_ns.pop("traj")
+    assert set(traj.final) == {"sgd", "momentum"} and len(traj.paths["sgd"]) == 101
+    assert "quadratic: distance to the minimum" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="Unknown test function 'rosenbrok'.*did you mean 'rosenbrock'"):
+        ip.run_line_magic("compare_optimizers", "--function rosenbrok")
+    with pytest.raises(UsageError, match="--start must be two numbers"):
+        ip.run_line_magic("compare_optimizers", "--function rosenbrock --start 1")

@@ -76,13 +76,14 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
     longest = max(len(p) for p in result.paths.values())
     ticks = np.unique(np.linspace(0, longest - 1, min(MAX_FRAMES, longest)).round().astype(int))
     paths = list(result.paths.values())
-    fig.frames = [go.Frame(name=str(t), traces=heads,
-                           data=[go.Scatter(x=[float(p[min(t, len(p) - 1), 0])], y=[float(p[min(t, len(p) - 1), 1])])
-                                 for p in paths])
+    # Each frame also names the contour (trace 0) with an empty update, or plotly.js hides it while animating
+    # (plotly/plotly.py#2151); the empty update keeps its data, so frames stay a few bytes each.
+    fig.frames = [go.Frame(name=str(t), traces=[0] + heads,
+                           data=[go.Contour()] + [go.Scatter(x=[float(p[min(t, len(p) - 1), 0])],
+                                                             y=[float(p[min(t, len(p) - 1), 1])]) for p in paths])
                   for t in ticks]
-    # redraw=True: without it plotly drops the contour while animating the markers over it
-    still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
-    play = dict(frame=dict(duration=80, redraw=True), fromcurrent=True, transition=dict(duration=0))
+    still = dict(mode="immediate", frame=dict(duration=0, redraw=False), transition=dict(duration=0))
+    play = dict(frame=dict(duration=80, redraw=False), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
         sliders=[dict(active=0, x=0.1, len=0.9, y=0, yanchor="top", pad=dict(t=50, b=10),
                       currentvalue=dict(prefix="step ", xanchor="right"),
