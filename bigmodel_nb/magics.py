@@ -193,7 +193,7 @@ class BigModelMagics(Magics):
                               start=start, lr=lr)
         summary = ", ".join(f"{n} d={f['distance']:.3g}{' (diverged)' if f['diverged'] else ''}"
                             for n, f in result.final.items())
-        show_figure(trajectory_figure(result), f"{args.function}: distance to the minimum after the last step — {summary}")
+        show_figure(trajectory_figure(result), f"{args.function}: distance to the {result.distance_to} after the last step — {summary}")
         self.shell.user_ns[args.name] = result
         return None
 

@@ -5,8 +5,8 @@ Example: ``trajectories("rosenbrock", ("sgd", "adam")).table()``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -141,7 +141,7 @@ def _lr_for(name: str, fn: TestFunction, lr) -> float:
         lr = lr.get(name)
     if lr is None:
         return fn.lrs.get(name, default_lr(name))
-    if not (isinstance(lr, (int, float)) and lr > 0):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < math.inf):
         raise BigModelError(f"The learning rate for {name} must be a positive number; got {lr!r}.")
     return float(lr)
 

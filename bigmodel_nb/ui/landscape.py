@@ -7,7 +7,7 @@ import torch
 
 from ..engine.landscapes import FUNCTIONS, Trajectories
 
-MAX_FRAMES = 60  # animation frames; each only moves one marker per optimizer, so the JSON stays small
+MAX_FRAMES = 60  # animation frames; each only moves one small shape per optimizer, so the JSON stays small
 
 OPTIMIZER_COLORS = {"sgd": "#1f77b4", "momentum": "#ff7f0e", "nesterov": "#8c564b", "rmsprop": "#2ca02c",
                     "adagrad": "#e377c2", "adam": "#d62728", "adamw": "#9467bd"}
@@ -48,12 +48,6 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
     fig.add_trace(go.Contour(x=x, y=y, z=z, ncontours=30, colorscale="Greys", opacity=0.55, line=dict(width=0.5),
                              colorbar=dict(title=dict(text="log(1+f)" if fn.log_scale else "f"), thickness=12),
                              hoverinfo="skip", name="f"))
-    targets = fn.targets
-    fig.add_trace(go.Scatter(x=[t[0] for t in targets], y=[t[1] for t in targets], mode="markers",
-                             name=result.distance_to, marker=dict(symbol="star" if fn.minima else "x", size=16,
-                                                                  color="gold", line=dict(color="black", width=1))))
-
-    heads = []  # index of each optimizer's moving marker, the only traces the frames touch
     for i, (name, path) in enumerate(result.paths.items()):
         color, final = optimizer_color(name, i), result.final[name]
         steps = np.arange(len(path), dtype=np.float32)
@@ -64,27 +58,35 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
                                  hovertemplate=f"{name}<br>step %{{customdata[0]:.0f}}<br>(%{{x:.3f}}, %{{y:.3f}})"
                                                f"<br>f = %{{customdata[1]:.4g}}<extra></extra>"))
         fig.add_trace(go.Scatter(x=[final["x"]], y=[final["y"]], mode="markers", legendgroup=name, showlegend=False,
-                                 name=f"{name} final", hovertemplate=f"{name} final<br>(%{{x:.4f}}, %{{y:.4f}})<extra></extra>",
+                                 name=f"{name} final",
+                                 hovertemplate=f"{name} final<br>(%{{x:.4f}}, %{{y:.4f}})<extra></extra>",
                                  marker=dict(symbol="x" if final["diverged"] else "circle", size=11, color=color,
                                              line=dict(color="white", width=1.5))))
-        fig.add_trace(go.Scatter(x=[path[0, 0]], y=[path[0, 1]], mode="markers", legendgroup=name, showlegend=False,
-                                 name=f"{name} now", hoverinfo="skip",
-                                 marker=dict(size=13, color=color, line=dict(color="black", width=1.5))))
-        heads.append(len(fig.data) - 1)
 
-    # Frames at evenly spaced steps; an optimizer that diverged stays at its last point.
-    longest = max(len(p) for p in result.paths.values())
-    ticks = np.unique(np.linspace(0, longest - 1, min(MAX_FRAMES, longest)).round().astype(int))
+    targets = fn.targets  # drawn after the paths so the star stays on top
+    fig.add_trace(go.Scatter(x=[t[0] for t in targets], y=[t[1] for t in targets], mode="markers",
+                             name=result.distance_to, marker=dict(symbol="star" if fn.minima else "x", size=16,
+                                                                  color="gold", line=dict(color="black", width=1))))
+
+    # The moving "where is it now" markers are layout shapes, not traces: plotly.js drops a contour trace while
+    # it animates scatter traces (plotly/plotly.py#2151), but frames that change only the layout redraw cleanly.
+    colors = [optimizer_color(name, i) for i, name in enumerate(result.paths)]
     paths = list(result.paths.values())
-    # Each frame also names the contour (trace 0) with an empty update, or plotly.js hides it while animating
-    # (plotly/plotly.py#2151); the empty update keeps its data, so frames stay a few bytes each.
-    fig.frames = [go.Frame(name=str(t), traces=[0] + heads,
-                           data=[go.Contour()] + [go.Scatter(x=[float(p[min(t, len(p) - 1), 0])],
-                                                             y=[float(p[min(t, len(p) - 1), 1])]) for p in paths])
-                  for t in ticks]
-    still = dict(mode="immediate", frame=dict(duration=0, redraw=False), transition=dict(duration=0))
-    play = dict(frame=dict(duration=80, redraw=False), fromcurrent=True, transition=dict(duration=0))
+
+    def heads(t: int) -> list[dict]:
+        return [dict(type="circle", xref="x", yref="y", xsizemode="pixel", ysizemode="pixel",
+                     xanchor=float(p[min(t, len(p) - 1), 0]), yanchor=float(p[min(t, len(p) - 1), 1]),
+                     x0=-6, x1=6, y0=-6, y1=6, fillcolor=c, line=dict(color="black", width=1.5))
+                for p, c in zip(paths, colors)]
+
+    # At most MAX_FRAMES evenly spaced steps; an optimizer that diverged stays at its last point.
+    longest = max(len(p) for p in paths)
+    ticks = np.unique(np.linspace(0, longest - 1, min(MAX_FRAMES, longest)).round().astype(int))
+    fig.frames = [go.Frame(name=str(t), layout=dict(shapes=heads(t))) for t in ticks]
+    still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    play = dict(frame=dict(duration=80, redraw=True), fromcurrent=True, transition=dict(duration=0))
     fig.update_layout(
+        shapes=heads(0),
         sliders=[dict(active=0, x=0.1, len=0.9, y=0, yanchor="top", pad=dict(t=50, b=10),
                       currentvalue=dict(prefix="step ", xanchor="right"),
                       steps=[dict(label=str(t), method="animate", args=[[str(t)], still]) for t in ticks])],
