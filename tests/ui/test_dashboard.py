@@ -20,10 +20,12 @@ def test_ui_mode_is_text_outside_a_kernel_and_can_be_forced(monkeypatch):
 
 
 def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode, mlp, slow):
-    run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0))
+    run = Run(mlp(), "digits", TrainConfig(epochs=20, seed=0))  # 400 slowed steps: ≥ 1.6 s of running
     dash = TrainingDashboard(run, tick=0.05).show()
     run.start([slow, dash])
-    time.sleep(0.4)
+    deadline = time.monotonic() + 10
+    while len(run.rows("train")) < 2 and time.monotonic() < deadline:  # wait for curves, not a fixed time
+        time.sleep(0.02)
     dash.render()
     live = {t.name: len(t.x) for t in dash.figure.data}
     assert live["train"] > 0
