@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset, random_split
 
 from .errors import BigModelError
+from .images import fashion_mnist, mnist
+from .text import python_stdlib, tiny_shakespeare
 
 TASKS = ("classification", "regression", "language-model")
 # A Dataset is copied into memory (the fast path) only if it is this small, cheap to read and
@@ -193,11 +195,16 @@ def _toy(name: str, X: np.ndarray, y: np.ndarray, rng, num_classes: int | None =
                       input_shape=X.shape[1:], info={"description": DATASETS[name], "n": len(X), **info})
 
 
-_BUILTINS = {"digits": _digits, "spirals": _spirals, "sine": _sine}
+_BUILTINS = {"digits": _digits, "spirals": _spirals, "sine": _sine, "mnist": mnist, "fashion-mnist": fashion_mnist,
+             "python-stdlib": python_stdlib, "tiny-shakespeare": tiny_shakespeare}
 DATASETS: dict[str, str] = {
     "digits": "1,797 8×8 handwritten digits (UCI optdigits), 10 classes, inputs (64,) or (1, 8, 8)",
     "spirals": "2-D points on interleaved spirals (options n=1500, classes=3, noise=0.2), classification",
     "sine": "y = sin(x) + noise for x in [-π, π] (options n=1000, noise=0.1), regression",
+    "mnist": "70,000 28×28 handwritten digits, downloaded once (option limit), 10 classes, inputs (784,) or (1, 28, 28)",
+    "fashion-mnist": "70,000 28×28 Zalando clothing images, downloaded once (option limit), 10 classes, inputs (784,) or (1, 28, 28)",
+    "python-stdlib": "Python standard-library source, characters (options chars=1_000_000, block_size=64), language model",
+    "tiny-shakespeare": "Shakespeare, 1.1M characters, downloaded once (options chars, block_size=64), language model",
 }
 
 

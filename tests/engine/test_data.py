@@ -102,13 +102,13 @@ def test_spirals_and_sine():
 
 
 def test_load_dataset_errors():
-    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: digits, sine, spirals \(did you mean 'digits'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: digits, fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare \(did you mean 'digits'\?\)\.$"):
         load_dataset("digit")
     with pytest.raises(BigModelError, match=r"^Unknown option 'noize' for dataset 'sine'; its options are: n, noise \(did you mean 'noise'\?\)\.$"):
         load_dataset("sine", noize=0.3)
     with pytest.raises(BigModelError, match="spirals needs classes >= 2"):
         load_dataset("spirals", classes=1)
-    assert set(DATASETS) == {"digits", "spirals", "sine"} and "language-model" in TASKS
+    assert set(DATASETS) == {"digits", "spirals", "sine", "mnist", "fashion-mnist", "python-stdlib", "tiny-shakespeare"} and "language-model" in TASKS
 
 
 # -- batches ----------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_dict_of_mixed_splits():
 def test_adapter_errors():
     with pytest.raises(BigModelError, match=r"^X has 100 samples but y has 90; they must match\.$"):
         as_bundle((torch.randn(100, 2), torch.zeros(90)))
-    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: digits, sine, spirals\), "
+    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: digits, fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare\), "
                                             r"an \(X, y\) tuple, a Dataset, a DataLoader or a dict with train/val/test\.$"):
         as_bundle(42)
     with pytest.raises(BigModelError, match=r"^Unknown dataset 'spiral'.*did you mean 'spirals'"):
