@@ -56,8 +56,34 @@ def _number(kind):
     return convert
 
 
+class MagicsBase(Magics):
+    """Name resolution shared by every magics class: notebook variables and data flags."""
+
+    def _variable(self, name: str, what: str):
+        if name not in self.shell.user_ns:
+            raise UsageError(f"No variable named '{name}'; define `{name} = ...` first or pass the name of your {what}.")
+        return self.shell.user_ns[name]
+
+    def _data(self, spec: str | None):
+        """A data flag: a notebook variable or a built-in dataset name."""
+        from .engine.data import DATASETS
+
+        ns = self.shell.user_ns
+        if spec is None:
+            raise UsageError("No data to train on; pass --data digits (or another built-in: "
+                             f"{', '.join(DATASETS)}), --data MYVAR, or define train_data in the cell.")
+        if spec in ns:
+            return ns[spec]
+        if spec in DATASETS:
+            return spec
+        close = difflib.get_close_matches(spec, list(DATASETS) + [k for k in ns if not k.startswith("_")], n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else "."
+        raise UsageError(f"--data '{spec}' is neither a variable in the notebook nor a built-in dataset "
+                         f"({', '.join(DATASETS)}){hint}")
+
+
 @magics_class
-class BigModelMagics(Magics):
+class BigModelMagics(MagicsBase):
     @magic_arguments()
     @argument("model_name", nargs="?", default=None, help="Model variable (line form: %%train MODEL).")
     @argument("--model", default=None, help="Model variable name (default: model).")
@@ -81,6 +107,13 @@ class BigModelMagics(Magics):
     @argument("--background", action="store_true", help="Return at once; the run trains in the background.")
     @argument("--name", default="run", help="Variable that receives the Run (default: run).")
     @argument("--quiet", action="store_true", help="No dashboard or progress output.")
+    @argument("--watch-grads", action="store_true", help="Record gradient flow; a live panel (report in run.gradients).")
+    @argument("--watch-every", type=_number(int), default=1, help="With --watch-grads: record every N steps.")
+    @argument("--from", dest="from_", default=None, metavar="PATH_OR_RUN",
+              help="Start from these weights: a .safetensors file, a checkpoint folder, or a Run/model variable.")
+    @argument("--new-head", type=_number(int), default=None, metavar="N", help="Replace the classifier head with one for N classes.")
+    @argument("--freeze", default=None, metavar="PATTERN", help="Freeze matching parameters: convs.*, layers.0,layers.1 or a regex.")
+    @argument("--unfreeze-after", type=_number(int), default=None, metavar="N", help="With --freeze: train everything after N epochs.")
     @line_cell_magic
     @user_errors
     def train(self, line: str, cell: str | None = None):
@@ -118,6 +151,9 @@ class BigModelMagics(Magics):
             data = self._data(args.data)
 
         optimizer = defined.get("optimizer")
+        if optimizer is not None and args.new_head is not None:
+            raise UsageError("--new-head replaces the head after the cell has run, so an `optimizer` defined in the "
+                             "cell cannot hold it; leave the optimizer to --optimizer.")
         if optimizer is not None and not _optimizes(optimizer, model):
             raise UsageError("The `optimizer` defined in the cell does not hold this model's parameters; "
                              "create it from model.parameters() after defining the model.")
@@ -128,9 +164,24 @@ class BigModelMagics(Magics):
             val_every=args.val_every, log_every=max(1, args.log_every),
         )
         _check_positive(config)
+        callbacks = self._transfer(model, args)
         launch(model, data, config, name=args.name, background=args.background, quiet=args.quiet,
-               optimizer=optimizer, publish=lambda run: ns.__setitem__(args.name, run))
+               optimizer=optimizer, publish=lambda run: ns.__setitem__(args.name, run), callbacks=callbacks,
+               watch_grads=args.watch_grads, watch_every=args.watch_every)
         return None
+
+    def _transfer(self, model, args) -> list:
+        """--from / --new-head / --freeze / --unfreeze-after: everything is checked before the model changes."""
+        if args.from_ is None and args.new_head is None and args.freeze is None and args.unfreeze_after is None:
+            return []
+        from .engine.transfer import prepare
+
+        source = self.shell.user_ns.get(args.from_, args.from_) if args.from_ is not None else None
+        setup = prepare(model, from_=source, new_head=args.new_head, freeze=args.freeze,
+                        unfreeze_after=args.unfreeze_after)
+        if not args.quiet:
+            print("\n".join(setup.lines()))
+        return setup.callbacks
 
     def _stop_previous(self, name: str) -> None:
         """Re-running a cell while its run is alive stops the old run first."""
@@ -232,28 +283,6 @@ class BigModelMagics(Magics):
                          device=args.device, seed=args.seed)
         self.shell.user_ns[args.name] = result
         return None
-
-    def _variable(self, name: str, what: str):
-        if name not in self.shell.user_ns:
-            raise UsageError(f"No variable named '{name}'; define `{name} = ...` first or pass the name of your {what}.")
-        return self.shell.user_ns[name]
-
-    def _data(self, spec: str | None):
-        """A data flag: a notebook variable or a built-in dataset name."""
-        from .engine.data import DATASETS
-
-        ns = self.shell.user_ns
-        if spec is None:
-            raise UsageError("No data to train on; pass --data digits (or another built-in: "
-                             f"{', '.join(DATASETS)}), --data MYVAR, or define train_data in the cell.")
-        if spec in ns:
-            return ns[spec]
-        if spec in DATASETS:
-            return spec
-        close = difflib.get_close_matches(spec, list(DATASETS) + [k for k in ns if not k.startswith("_")], n=1)
-        hint = f" — did you mean '{close[0]}'?" if close else "."
-        raise UsageError(f"--data '{spec}' is neither a variable in the notebook nor a built-in dataset "
-                         f"({', '.join(DATASETS)}){hint}")
 
     @magic_arguments()
     @argument("spec", nargs="?", default=None, help="Set the default device: cpu, cuda, cuda:1, mps, auto.")

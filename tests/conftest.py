@@ -40,3 +40,35 @@ def slow():
             time.sleep(0.004)
 
     return Slow()
+
+
+@pytest.fixture
+def file_server():
+    """Start a real HTTP server on 127.0.0.1 for a folder: ``base_url, requests, httpd = file_server(root)``.
+    `requests` lists the paths asked for; tests stop it (httpd.shutdown()) to prove a cache works offline."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def start(root):
+        requests = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=root))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}", requests, httpd
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

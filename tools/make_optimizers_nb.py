@@ -1,13 +1,6 @@
 """Writes notebooks/02_optimizers.ipynb (the source of truth for its cells), then executes it
 headless so the stored outputs are real. Run: .venv/bin/python tools/make_optimizers_nb.py"""
-import sys
-import time
-from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
-
-md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+from notebook_writer import code, execute_and_write, md
 
 cells = [
     md(r"""# Optimizers: from gradient descent to AdamW, schedules and the LR range test
@@ -21,7 +14,9 @@ decides how to turn gradients into parameter updates. This tutorial:
    one against the real `torch.optim` optimizer — step by step, to within $10^{-6}$;
 3. makes the learning rate **decay** with the schedules `bigmodel_nb` offers, and trains a digits MLP
    with one of them;
-4. runs the **learning-rate range test** (`%lr_find`) and trains with the LR it suggests.
+4. draws the optimizers' **paths on a 2-D function** (Rosenbrock, a saddle) with `%compare_optimizers --function`;
+5. **compares them on a real network** — same initial weights, same batches — with `%%compare_optimizers`;
+6. runs the **learning-rate range test** (`%lr_find`) and trains with the LR it suggests.
 
 Every formula below is implemented in a cell and checked, so where the written material you may have
 read disagrees with the code, the code is what PyTorch actually does."""),
@@ -331,7 +326,86 @@ fig.show()
 test = run.evaluate("test")
 print(f"{run.total_steps} steps · test accuracy {test['accuracy']:.3f}")
 assert test["accuracy"] >= 0.93, test"""),
-    md(r"""## 4. The learning-rate range test
+    md(r"""## 4. Paths on a 2-D function: Rosenbrock
+
+A loss over two parameters can be drawn. The **Rosenbrock function**
+$f(x, y) = (1-x)^2 + 100\,(y - x^2)^2$ has its minimum at $(1, 1)$ at the bottom of a long, curved,
+narrow valley: steep across the valley, nearly flat along it — in miniature, the ill-conditioning that
+makes real networks hard to train. `%compare_optimizers --function` runs the real `torch.optim`
+optimizers on a 2-element tensor, all from the same start, and draws each path on the contour plot
+(drag the slider, or press ▶, to follow them step by step). Each optimizer gets a learning rate that
+suits this function (listed in the table)."""),
+    code("%compare_optimizers --function rosenbrock --optimizers sgd,momentum,rmsprop,adam --steps 300 --name rosen"),
+    code("""# NBVAL_IGNORE_OUTPUT
+rosen.table()"""),
+    md(r"""**What the picture shows.** Plain gradient descent drops into the valley in a few steps and then
+crawls along its floor: the gradient there points mostly *across* the valley, and a learning rate small
+enough not to bounce between its walls makes tiny progress *along* it. Momentum accumulates the small,
+consistent along-valley component and gets much further with the same learning rate. RMSprop and Adam
+rescale each coordinate by its recent gradient size, so the flat direction gets larger steps.
+
+The path is the one our hand-written `adam` from section 2 produces too: fed the analytic gradient of
+$f$, it follows `torch.optim.Adam`'s path point for point."""),
+    code("""def rosenbrock_grad(p):
+    x, y = p
+    return np.array([-2 * (1 - x) - 400 * x * (y - x ** 2), 200 * (y - x ** 2)])
+
+theta, state, ours = np.array(rosen.start), {}, [np.array(rosen.start)]
+for t in range(1, 301):
+    theta = adam(theta, rosenbrock_grad(theta), state, t, lr=rosen.lrs["adam"])
+    ours.append(theta)
+diff = np.abs(np.array(ours) - rosen.paths["adam"]).max()
+print(f"hand-written Adam vs torch.optim.Adam on Rosenbrock, 300 steps: max difference {diff:.1e}")
+assert diff < 1e-6
+final = rosen.final
+assert final["momentum"]["distance"] < final["sgd"]["distance"], "momentum should get further along the valley"
+assert not any(r["diverged"] for r in final.values())"""),
+    md(r"""A **saddle point** is the other shape that slows training: $f(x, y) = x^2 - y^2$ is flat at the
+origin but falls away along $y$. Started almost exactly on the ridge ($y = 0.01$), gradient descent
+walks towards the saddle and lingers there, because the gradient that would push it off is tiny;
+momentum and the adaptive methods leave sooner. Try other functions (`beale`, `rastrigin`,
+`quadratic`), starting points (`--start x,y`) and learning rates (`--lr sgd=0.01,adam=0.1`)."""),
+    code("%compare_optimizers --function saddle --optimizers sgd,momentum,adam --steps 150 --name saddle"),
+    md(r"""## 5. The same comparison on a real network
+
+Pictures in 2-D build intuition, but a network has thousands of parameters. `%%compare_optimizers`
+trains one copy of a model per optimizer — **the same initial weights and the same mini-batches in
+the same order** for every copy, so the only difference is the update rule — and overlays their
+curves while they train (train loss per logged step, validation loss and accuracy per epoch). The
+cell's body defines the model; `--seed` makes both its initial weights and the batch order
+reproducible. Small models train as one stacked batch of copies, which is faster than one after
+another.
+
+Learning rates matter as much as the rule: the defaults here are common starting points
+(SGD 0.05, momentum 0.01, RMSprop 0.001, Adam 0.001, AdamW 0.001 with weight decay 0.01); `--lr auto` instead runs a short LR
+range test (section 6) for each optimizer first."""),
+    code("""%%compare_optimizers --data digits --optimizers sgd,momentum,rmsprop,adam,adamw --epochs 5 --seed 0 --target 0.3
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
+    md("The result (stored as `comparison`) has one row per optimizer: the final losses, the validation accuracy, the best epoch, how many steps it took to reach the `--target` loss, and whether it diverged."),
+    code("""# NBVAL_IGNORE_OUTPUT
+comparison.table()"""),
+    code("""print(comparison.fair)
+table = comparison.table()
+assert comparison.fair["same_initial_weights"] and comparison.fair["same_batches"]
+assert (table["val_accuracy"] > 0.85).all(), table["val_accuracy"]"""),
+    md(r"""**Fair, and checked.** Because every copy starts from the same weights and sees the same batches,
+each curve is exactly what a plain `%%train` with that optimizer would give. Train SGD on its own
+with the same seed and learning rate and compare its logged losses with the comparison's SGD curve:"""),
+    code("""%%train --data digits --epochs 5 --seed 0 --optimizer sgd --lr {comparison.results['sgd']['lr']} --name sgd_alone
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
+    code("""alone = [r["loss"] for r in sgd_alone.rows("train")]
+together = [r["loss"] for r in comparison.rows("sgd")]
+gap = np.abs(np.array(alone) - np.array(together)).max()
+print(f"{len(alone)} logged losses; largest difference between %%train and the comparison: {gap:.1e}")
+assert len(alone) == len(together) and gap < 1e-4"""),
+    md(r"""The differences are rounding: the comparison multiplies the stacked copies' weights in one batched
+matrix product, which sums in a different order than one model's product.
+
+**What a comparison like this does not tell you.** Five epochs with one learning rate each is a
+snapshot: a rule that is behind at epoch 5 may win with a better learning rate, a schedule, or more
+time, and the ranking can change with the model and data. Compare at tuned learning rates
+(`--lr auto`, or your own sweep) before drawing conclusions."""),
+    md(r"""## 6. The learning-rate range test
 
 Which peak learning rate to use? The **LR range test** (L. Smith, 2015) trains for a short while with
 an exponentially rising learning rate — here from $10^{-7}$ to $10$ over 100 batches, one LR each —
@@ -363,15 +437,7 @@ IPython replaces `{lr_finder.suggestion}` in a magic's line with its value."""),
 print(f"lr {found_run.config.lr:.2g} · test accuracy {found['accuracy']:.3f}")
 assert found_run.config.lr == lr_finder.suggestion
 assert found["accuracy"] >= 0.93, found"""),
-    md("Coming next in this notebook: optimizer trajectories on Rosenbrock and a side-by-side comparison on digits (`%compare_optimizers`)"),
 ]
 
-nb = nbformat.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-out = Path(__file__).resolve().parents[1] / "notebooks" / "02_optimizers.ipynb"
-started = time.perf_counter()
-NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(out.parent)}}).execute()
-nbformat.write(nb, out)
-print(f"wrote {out} (executed in {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+
+execute_and_write(cells, "02_optimizers.ipynb")

@@ -1,12 +1,6 @@
 """Writes notebooks/01_quickstart.ipynb (the source of truth for its cells), then executes it
 headless so the stored outputs are real. Run: .venv/bin/python tools/make_quickstart.py"""
-import sys
-from pathlib import Path
-
-import nbformat
-from nbclient import NotebookClient
-
-md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+from notebook_writer import code, execute_and_write, md
 
 cells = [
     md("""# Quickstart: train a model in a notebook cell
@@ -133,12 +127,5 @@ With network access, the same cells run on MNIST (`--data mnist`), where the cla
 CNN reaching about 98.5% test accuracy after 10 epochs with batch 128 and Adam."""),
 ]
 
-nb = nbformat.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-out = Path(__file__).resolve().parents[1] / "notebooks" / "01_quickstart.ipynb"
-NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(out.parent)}}).execute()
-(out.parent / "digits_mlp.safetensors").unlink(missing_ok=True)
-nbformat.write(nb, out)
-print("wrote", out, file=sys.stderr)
+
+execute_and_write(cells, "01_quickstart.ipynb", cleanup=("digits_mlp.safetensors",))

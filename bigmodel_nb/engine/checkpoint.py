@@ -33,9 +33,11 @@ def _fsync_dir(directory: Path) -> None:
         pass
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync it, then rename it over ``path``; no partial file is ever visible."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _atomic_write(path: Path, write, keep_suffix: bool = False) -> None:
+    """Call ``write(tmp_path)``, fsync it, then rename it over ``path``; no partial file is ever visible.
+    `keep_suffix`: the temporary name ends like `path` (torch.export.save insists on .pt2)."""
+    suffix = f".tmp{path.suffix}" if keep_suffix else ".tmp"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

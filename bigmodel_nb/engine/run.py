@@ -61,9 +61,11 @@ class Run:
         self._saved_step = -1
 
         model.to(self.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
+        if not any(p.requires_grad for p in model.parameters()):
             raise BigModelError("The model has no trainable parameters; unfreeze some (requires_grad=True) before training.")
+        # Frozen parameters are held too: without a gradient the optimizer skips them, and once a callback
+        # unfreezes them (transfer.Unfreeze) they train in the same group, schedule and checkpoint layout.
+        params = list(model.parameters())
         self.optimizer = make_optimizer(optimizer if optimizer is not None else config.optimizer, params,
                                         lr=config.lr, weight_decay=config.weight_decay)
         _, total = plan(config, self.data.train.num_batches(config.batch_size))

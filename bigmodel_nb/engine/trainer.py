@@ -69,6 +69,7 @@ class Callback:
 
     def on_train_begin(self, run: "Run", logs: dict) -> None: ...
     def on_epoch_begin(self, run: "Run", logs: dict) -> None: ...
+    def on_after_backward(self, run: "Run", logs: dict) -> None: ...  # grads complete, before clipping and step
     def on_step_end(self, run: "Run", logs: dict) -> None: ...
     def on_eval_end(self, run: "Run", logs: dict) -> None: ...
     def on_epoch_end(self, run: "Run", logs: dict) -> None: ...
@@ -213,6 +214,9 @@ class Loop:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._finite_weights: list[torch.Tensor] | None = None
+        # Only a callback that overrides on_after_backward costs anything per step (e.g. a gradient recorder).
+        self.after_backward = any(type(cb).on_after_backward is not Callback.on_after_backward
+                                  for cb in run.callbacks)
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, x, y, meter: _Meter):
@@ -222,13 +226,18 @@ class Loop:
         clip = self.run.config.grad_clip
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if clip or self.after_backward:
+                self.scaler.unscale_(self.optimizer)  # callbacks and clipping see the true gradients
+            if self.after_backward:
+                self._emit("on_after_backward", {"step": self.run.step + 1})
             if clip:
-                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if self.after_backward:
+                self._emit("on_after_backward", {"step": self.run.step + 1})
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.params, clip)
             self.optimizer.step()
@@ -258,6 +267,7 @@ class Loop:
         for epoch in range(start_epoch, self.epochs):
             run.epoch = epoch + 1
             self._emit("on_epoch_begin", {"epoch": run.epoch, "step": run.step})
+            self._refresh_params()  # a callback may have unfrozen parameters (transfer.Unfreeze)
             batches = self.train_split.batches(cfg.batch_size, self.device, shuffle=True,
                                                seed=run.seed, epoch=epoch, skip=skip)
             skip = 0
@@ -322,6 +332,13 @@ class Loop:
         if self.schedule_on_validation:
             self.schedule.step(row["loss"])
         self._emit("on_eval_end", dict(row))
+
+    def _refresh_params(self) -> None:
+        """Clip and guard the parameters that train now, if a callback changed which ones do."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            self.params, self._finite_weights = params, None
+            self._remember_finite_weights()
 
     # A copy of the weights at the last tick whose loss was finite, restored if the loss blows up.
     def _remember_finite_weights(self) -> None:

@@ -148,9 +148,11 @@ class RunControls:
 
 
 def launch(model, data, config, *, name: str = "run", callbacks=(), background: bool = False,
-           quiet: bool = False, mode: str | None = None, optimizer=None, publish=None) -> Run:
+           quiet: bool = False, mode: str | None = None, optimizer=None, publish=None,
+           watch_grads: bool = False, watch_every: int = 1) -> Run:
     """Create a run, show its dashboard and train: in this thread until the run ends or is paused
-    (the default), or in a worker thread from the start (`background`).
+    (the default), or in a worker thread from the start (`background`). `watch_grads` records
+    gradient flow every `watch_every` steps (live panel; the report ends up in `run.gradients`).
 
     Example: ``run = launch(model, "digits", TrainConfig(epochs=3))``
     """
@@ -159,7 +161,11 @@ def launch(model, data, config, *, name: str = "run", callbacks=(), background: 
     run = Run(model, data, config, name=name, optimizer=optimizer)
     if publish is not None:  # e.g. store it in the notebook before the first step, for --background
         publish(run)
-    dashboard = None if quiet else TrainingDashboard(run, mode).show()
+    dashboard = None if quiet else TrainingDashboard(run, mode, watch_grads=watch_grads, watch_every=watch_every).show()
+    if watch_grads and dashboard is None:  # quiet: record without a panel
+        from ..engine.grads import GradientRecorder
+
+        callbacks = [*callbacks, GradientRecorder(run.model, every=watch_every)]
     callbacks = [*callbacks, *([dashboard] if dashboard else [])]
     if background:
         return run.start(callbacks)

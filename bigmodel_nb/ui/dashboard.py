@@ -18,6 +18,7 @@ import time
 import torch
 
 from ..engine.trainer import Callback
+from ..engine.transfer import trainable_counts
 from .figures import Series, fill_training_figure, training_figure, training_layout
 
 TICK_S = 0.4  # render period: ≤ 2.5 status + 2.5 figure messages per second
@@ -88,9 +89,14 @@ def memory_text(device: torch.device) -> str:
 
 
 class TrainingDashboard(Callback):
-    """Live view of a `Run`. Example: ``TrainingDashboard(run).show(); run.start([dash])``"""
+    """Live view of a `Run`. Example: ``TrainingDashboard(run).show(); run.start([dash])``
 
-    def __init__(self, run, mode: str | None = None, tick: float = TICK_S):
+    `watch_grads` adds a `GradientRecorder` (recording every `watch_every` steps) to the run's
+    callbacks and a live gradient panel under the charts; the final report lands in `run.gradients`.
+    """
+
+    def __init__(self, run, mode: str | None = None, tick: float = TICK_S, watch_grads: bool = False,
+                 watch_every: int = 1):
         self.run = run
         self.mode = mode or ui_mode()
         self.tick = tick
@@ -98,6 +104,7 @@ class TrainingDashboard(Callback):
         self.series = {"train": Series(), "val": Series()}
         self.samples_per_s = 0.0
         self.epochs = 0
+        self.counts = trainable_counts(run.model)  # (trainable, frozen); refreshed each epoch (--unfreeze-after)
         self.messages = 0  # status + figure updates sent (benchmarks read it)
         self._version = 0  # bumped by the training thread when new rows arrive
         self._drawn_version = -1
@@ -109,6 +116,15 @@ class TrainingDashboard(Callback):
         self.controls = None
         self.figure = None
         self._status_handle = self._figure_handle = None
+        self.recorder = self.grad_panel = None
+        self._grads_handle = self._flags_handle = None
+        if watch_grads:  # off by default: then nothing is recorded and no step pays for it
+            from ..engine.grads import GradientRecorder
+            from .grads import GradientPanel
+
+            self.recorder = GradientRecorder(run.model, every=watch_every)
+            run.callbacks.append(self.recorder)  # before the dashboard, so its report is ready at the end
+            self.grad_panel = GradientPanel(self.recorder)
 
     # -- display (main thread, in the cell) -----------------------------------------------------
     def show(self) -> "TrainingDashboard":
@@ -128,15 +144,22 @@ class TrainingDashboard(Callback):
             box = W.VBox([self.status, self.controls.box])
             self._status_handle = display(box, display_id=True)
             self._figure_handle = display(self.figure, display_id=True)
+            if self.grad_panel is not None:
+                self._grads_handle = display(self.grad_panel.widget(), display_id=True)
+                self._flags_handle = display({"text/plain": ""}, raw=True, display_id=True)  # the final flags
         elif self.mode == "static":
             self._status_handle = display({"text/html": self._render_status(), "text/plain": self.summary()},
                                           raw=True, display_id=True)
             self._figure_handle = display(self._figure_bundle(), raw=True, display_id=True)
+            if self.grad_panel is not None:
+                self._grads_handle = display(self.grad_panel.figure_bundle(), raw=True, display_id=True)
+                self._flags_handle = display(self.grad_panel.flags_bundle(), raw=True, display_id=True)
         return self
 
     # -- callback hooks (training thread: cheap appends only) -----------------------------------
     def on_train_begin(self, run, logs):
         self.epochs = logs["epochs"]
+        self.counts = trainable_counts(run.model)
         self._t_begin = time.perf_counter()
         self._step_begin = logs["start_step"]
         for row in run.history:  # a resumed run starts with its earlier curves
@@ -147,7 +170,15 @@ class TrainingDashboard(Callback):
             self._render_thread.start()
         elif self.mode == "text":
             print(f"training {run.name}: {logs['total_steps']} steps ({logs['epochs']} epochs × "
-                  f"{logs['steps_per_epoch']}) on {logs['device']}, amp {logs['amp']}, {logs['params']:,} parameters")
+                  f"{logs['steps_per_epoch']}) on {logs['device']}, amp {logs['amp']}, {logs['params']:,} parameters"
+                  f"{' (' + self.params_text() + ')' if self.counts[1] else ''}")
+
+    def on_epoch_begin(self, run, logs):
+        counts = trainable_counts(run.model)
+        if counts != self.counts:  # e.g. unfrozen by --unfreeze-after
+            self.counts = counts
+            if self.mode == "text":
+                print(f"epoch {logs['epoch']}: {self.params_text()}", flush=True)
 
     def on_step_end(self, run, logs):
         if "loss" in logs:
@@ -192,6 +223,8 @@ class TrainingDashboard(Callback):
                     fill_training_figure(self.figure, self._index, self.series)
             elif self._figure_handle is not None:
                 self._figure_handle.update(self._figure_bundle(), raw=True)
+        if self.grad_panel is not None:
+            self._render_grads()
         if self.controls is not None:
             self.controls.sync()
 
@@ -199,19 +232,40 @@ class TrainingDashboard(Callback):
         """Replace the live outputs by static ones (or print the summary in text mode)."""
         if self.controls is not None:
             self.controls.close()
+        report = None
+        if self.recorder is not None:  # the recorder's own report, even if it was detached mid-run
+            report = getattr(self.run, "gradients", None) or self.recorder.report()
         if self.mode == "text" or not self._shown:
             if self.mode == "text":
                 print(self.summary())
+                if report is not None:
+                    from .grads import flags_text
+
+                    print(flags_text(report))
                 if in_kernel() and self.run.history:
                     from IPython.display import display
 
                     display(self._figure_bundle(), raw=True)
+                    if report is not None:
+                        display(self.grad_panel.figure_bundle(report), raw=True)
             return
         if self._status_handle is None:  # display() outside IPython returns no handle
             return
         final = {"text/html": self._render_status(), "text/plain": self.summary()}
         self._status_handle.update(final, raw=True)
         self._figure_handle.update(self._figure_bundle(), raw=True)
+        if report is not None and self._grads_handle is not None:  # the static gradient figure and flags
+            self._grads_handle.update(self.grad_panel.figure_bundle(report), raw=True)
+            self._flags_handle.update(self.grad_panel.flags_bundle(report), raw=True)
+
+    def _render_grads(self) -> None:
+        if self.mode == "widget":
+            self.messages += self.grad_panel.render()
+        elif self._grads_handle is not None and self.recorder.version != self.grad_panel._drawn:
+            self.grad_panel._drawn = self.recorder.version
+            self._grads_handle.update(self.grad_panel.figure_bundle(), raw=True)
+            self._flags_handle.update(self.grad_panel.flags_bundle(), raw=True)
+            self.messages += 2
 
     def _figure_bundle(self) -> dict:
         fig = training_figure(self.run.history, self.classification)
@@ -252,6 +306,10 @@ class TrainingDashboard(Callback):
             text += f"\n{run.error}"
         return text
 
+    def params_text(self) -> str:
+        trainable, frozen = self.counts
+        return f"{trainable:,} trainable / {frozen:,} frozen parameters"
+
     def eta(self) -> float:
         done = self.run.step - getattr(self, "_step_begin", 0)
         if done <= 0:
@@ -277,8 +335,9 @@ class TrainingDashboard(Callback):
         device = f"{run.device} · amp {run.amp.name}"
         line = self.progress_text() if run.status in ("running", "paused", "created") else self.summary().split("\n")[0]
         error = f'<div class="bmnb-error">{html.escape(run.error)}</div>' if run.error else ""
+        params = f" · <span class='bmnb-params'>{self.params_text()}</span>" if self.counts[1] else ""
         return (f'{STYLE}<div class="bmnb-status bmnb-{run.status}" data-status="{run.status}" data-step="{run.step}">'
                 f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device} · "
-                f"{memory_text(run.device)}"
+                f"{memory_text(run.device)}{params}"
                 f'<div class="bmnb-bar"><div style="width:{pct:.2f}%"></div></div>'
                 f"<div class='bmnb-info'>{html.escape(line)}</div>{error}</div>")

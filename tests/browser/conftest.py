@@ -36,6 +36,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import nbformat
 import pytest
 
 HERE = Path(__file__).parent
@@ -283,8 +284,11 @@ class LabPage:
         self.nb_path: str | None = None
 
     def open(self, notebook, dest: str | None = None, timeout: float = KERNEL_IDLE_TIMEOUT):
-        """Copy ``notebook`` (path, or nbformat dict) into the server root and
-        open it; returns when the kernel is idle."""
+        """Copy ``notebook`` (a path, an nbformat dict, or a list of code-cell sources) into the
+        server root and open it; returns when the kernel is idle."""
+        if isinstance(notebook, (list, tuple)):
+            notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in notebook], metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
         if isinstance(notebook, dict):
             dest = dest or "notebook.ipynb"
             (self.server.root_dir / dest).write_text(json.dumps(notebook))

@@ -9,13 +9,6 @@ MODEL = "model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)
 LONG = "--data digits --epochs 5000 --seed 0"  # far longer than any test waits
 
 
-def notebook(*cells):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    return nb
-
-
 def chart_state(page):
     """Points and last step of the loss chart's train trace, and the progress bar width."""
     return page.evaluate("""() => {
@@ -43,7 +36,7 @@ def wait_training(page, timeout=90.0):
 def start_training(lab_page, flags: str, after: str, dest: str):
     """Open a notebook whose third cell is `%%train LONG flags`, run all, wait for the first points."""
     cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn", f"%%train {LONG} {flags}\n{MODEL}", after]
-    lab_page.open(notebook(*cells), dest=dest)
+    lab_page.open(cells, dest=dest)
     lab_page.run_all()
     wait_training(lab_page.page)
     return lab_page.page
@@ -159,7 +152,7 @@ def test_compare_optimizers_dashboard_renders_and_stops(lab_page):
     cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn",
              f"%%compare_optimizers --data digits --epochs 3000 --optimizers sgd,momentum,adam\n{MODEL}",
              "print('after', comparison.status, sorted(comparison.results))"]
-    lab_page.open(notebook(*cells), dest="compare.ipynb")
+    lab_page.open(cells, dest="compare.ipynb")
     lab_page.run_all()
     page = lab_page.page
     page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
