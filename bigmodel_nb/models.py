@@ -169,10 +169,11 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        B, T, _ = x.shape
+        # Width from the layer, not from x: structured pruning may remove whole heads (qkv shrinks).
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        # (B, T, n_head * head_dim) -> (B, n_head, T, head_dim): every head attends independently
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
         if self.capture:
             att = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))
             if self.causal:  # a position may only look at itself and earlier positions
@@ -184,7 +185,7 @@ class SelfAttention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0,
                                                is_causal=self.causal)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        y = y.transpose(1, 2).reshape(B, T, -1)  # heads side by side again
         return self.resid_dropout(self.proj(y))
 
 

@@ -207,14 +207,27 @@ def final_layer(model: nn.Module, x) -> str | None:
     return order[-1] if order else None
 
 
+def _heads(model: nn.Module) -> dict:
+    """The zoo's fused-qkv attention layers and their head counts, so Torch-Pruning removes whole heads."""
+    return {m.qkv: m.n_head for m in model.modules() if hasattr(m, "qkv") and isinstance(getattr(m, "n_head", None), int)}
+
+
 def _tp_prune(tp, model, x, ratio, global_scope, ignored_names):
     modules = dict(model.named_modules())
+    heads = _heads(model)
+    # Embeddings set the width of the residual stream that every block adds to; keep it.
+    ignored = [modules[n] for n in ignored_names] + [m for m in model.modules() if isinstance(m, nn.Embedding)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MetaPruner(
             model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, global_pruning=global_scope,
-            max_pruning_ratio=0.95, ignored_layers=[modules[n] for n in ignored_names], output_transform=logits_of)
+            max_pruning_ratio=0.95, ignored_layers=ignored, output_transform=logits_of,
+            num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False,
+            head_pruning_ratio=min([ratio] + [(n - 1) / n for n in heads.values()]))  # every layer keeps a head
         pruner.step()
+    for m in model.modules():  # the attention layers must know how many heads they have left
+        if getattr(m, "qkv", None) in heads:
+            m.n_head = pruner.num_heads[m.qkv]
     return model
 
 
@@ -235,6 +248,7 @@ def prune_structured(model: nn.Module, x: torch.Tensor, ratio: float, scope: str
     ignored = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE) and (n == final or _ignored(n, ignore))]
     total = sum(p.numel() for p in model.parameters())
     shapes = {n: tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    head_counts = {n: m.n_head for n, m in model.named_modules() if getattr(m, "qkv", None) in _heads(model)}
 
     def attempt(channel_ratio, target=None):
         try:
@@ -267,9 +281,12 @@ def prune_structured(model: nn.Module, x: torch.Tensor, ratio: float, scope: str
     kept = attempt(best[1], target=model)
     changed = [f"{n} {shapes[n][0]}→{m.weight.shape[0]}" for n, m in model.named_modules()
                if isinstance(m, PRUNABLE) and n in shapes and m.weight.shape[0] != shapes[n][0]]
+    heads = [f"{n} {before}→{m.n_head}" for n, m in model.named_modules()
+             if (before := head_counts.get(n)) is not None and m.n_head != before]
     return (f"channels/neurons really removed by Torch-Pruning (L2 magnitude, {best[1]:.0%} of the channels of "
             f"{'each layer' if scope == 'layer' else 'all layers ranked together'}): {1 - kept / total:.1%} fewer parameters, "
-            f"smaller dense layers (outputs {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}); "
+            f"smaller dense layers (outputs {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}"
+            f"{'; attention heads ' + ', '.join(heads[:3]) if heads else ''}); "
             f"the final layer '{final}' keeps its outputs")
 
 

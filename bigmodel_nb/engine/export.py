@@ -99,7 +99,7 @@ def export(model: nn.Module, example, path, format: str = "torch.export", *, dyn
                                 or torch.is_tensor(getattr(out, "logits", None))):
             raise BigModelError(f"The model returns a {type(out).__name__}; export needs a tensor, a (logits, ...) "
                                 "tuple or an object with .logits.")
-        target = _Logits(model) if logits_only else model
+        target = _Logits(model).eval() if logits_only else model
         if dynamic_batch and all(a.dim() and a.shape[0] == 1 for a in args):
             args = tuple(torch.cat([a, a]) for a in args)  # a batch of 1 would be specialised to 1
         shapes = [list(a.shape) for a in args]

@@ -260,11 +260,56 @@ def test_bad_input_is_one_sentence_and_leaves_the_model_untouched(teacher, digit
     assert same(teacher, before)
 
 
+class PinnedReshape(nn.Module):
+    """Reshapes a layer's output to a hard-coded shape: removing any of its channels breaks it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 64), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).view(-1, 4, 16)).mean(dim=1)
+
+
 def test_a_model_torch_pruning_cannot_prune_names_the_layer():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_embd=32, n_head=4, block_size=16))
+    model = PinnedReshape()
     before = snapshot(model)
-    with pytest.raises(BigModelError, match=r"Torch-Pruning cannot prune GPT.*ignore=") as info:
-        compress(model, None, steps=[Prune(0.3, structured=True)], example=torch.randint(0, 96, (2, 8)), latency_repeats=1)
-    assert "'" in str(info.value)  # a layer name in quotes
+    with pytest.raises(BigModelError, match=r"Torch-Pruning cannot prune PinnedReshape.*ignore=") as info:
+        compress(model, None, steps=[Prune(0.3, structured=True)], example=torch.randn(2, 8), latency_repeats=1)
+    assert "'fc1'" in str(info.value)
     assert same(model, before)
+
+
+def test_structured_pruning_removes_whole_attention_heads_exactly():
+    """Removing a head equals zeroing its slice of the output projection: checked against the original."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16)).eval()
+    idx = torch.randint(0, 96, (3, 12))
+    report = compress(model, None, steps=[Prune(0.5, structured=True, ignore=("*mlp*",))], example=idx, latency_repeats=1)
+    pruned = report.model
+    assert "attention heads blocks.0.attn 4→" in report.stages[1]["note"]
+    masked = copy.deepcopy(model)
+    for old, new in zip(masked.blocks, pruned.blocks):
+        heads = new.attn.n_head
+        assert 1 <= heads < 4 and new.attn.qkv.out_features == 3 * heads * 8 and new.attn.proj.in_features == heads * 8
+        assert new.mlp.fc.out_features == 128  # ignored
+        q_old, q_new = old.attn.qkv.weight[:32].view(4, 8, 32), new.attn.qkv.weight[:heads * 8].view(heads, 8, 32)
+        kept = [h for h in range(4) if any(torch.equal(q_old[h], q) for q in q_new)]
+        assert len(kept) == heads
+        with torch.no_grad():
+            for h in set(range(4)) - set(kept):
+                old.attn.proj.weight[:, h * 8:(h + 1) * 8] = 0
+    torch.testing.assert_close(pruned(idx)[0], masked(idx)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_structured_pruning_of_a_transformer_halves_it_and_keeps_its_vocabulary():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16))
+    report = compress(model, None, steps=[Prune(0.5, structured=True)], example=torch.randint(0, 96, (2, 8)),
+                      latency_repeats=1)
+    original, pruned = report.stages
+    assert pruned["params"] / original["params"] == pytest.approx(0.5, abs=0.05)
+    assert report.model.token_embedding.weight.shape == (96, 32)  # residual width and vocabulary kept
+    assert report.model.lm_head.weight is report.model.token_embedding.weight  # still tied
+    assert report.model(torch.randint(0, 96, (2, 16)))[0].shape == (2, 16, 96)
