@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from ..engine.compare import Comparison, OptimizerComparison
 from ..engine.run import _interrupts_call
-from .dashboard import PLOTLY_MIME, STYLE, TICK_S, in_kernel, ui_mode
+from .dashboard import STYLE, TICK_S, figure_bundle, in_kernel, ui_mode
 from .figures import Series
 from .tables import rows_html, rows_text
 
@@ -75,15 +75,23 @@ class ComparisonDashboard:
         comparison.on_rows = self.on_rows
 
     def show(self) -> "ComparisonDashboard":
-        if self.mode != "widget":
+        if self.mode not in ("widget", "static"):
             return self
         import ipywidgets as W
         from IPython.display import display
 
         from .controls import InterruptBridge, kernel_id, route_clicks_to_subshell
+        from .dashboard import figure_widget
 
         fig, self._index = comparison_layout(self.names, self.classification)
-        self.figure = go.FigureWidget(fig)
+        if self.mode == "widget":
+            self.figure = figure_widget(fig)
+            self.mode = "widget" if self.figure is not None else "static"
+        if self.mode == "static":  # VS Code, or no anywidget: the same view redrawn through display handles
+            self._status_handle = display({"text/html": self._status(), "text/plain": "compare_optimizers"},
+                                          raw=True, display_id=True)
+            self._figure_handle = display(self._figure_bundle(fig), raw=True, display_id=True)
+            return self
         self.status = W.HTML(self._status())
         uid = uuid.uuid4().hex[:12]
         self.stop_button = W.Button(description="Stop", icon="stop", button_style="danger")
@@ -95,6 +103,9 @@ class ComparisonDashboard:
         self._status_handle = display(W.VBox([self.status, W.HBox([self.stop_button, self.bridge])]), display_id=True)
         self._figure_handle = display(self.figure, display_id=True)
         return self
+
+    def _figure_bundle(self, fig) -> dict:
+        return figure_bundle(fig, "<comparison curves>", final=False)
 
     def _on_stop(self, _button=None) -> None:
         self.bridge.acks += 1
@@ -108,9 +119,10 @@ class ComparisonDashboard:
     def run(self) -> Comparison:
         """Run the comparison in this thread; Stop or ■ end it at the next step."""
         render = None
-        if self.figure is not None:
+        if self._figure_handle is not None:
             render = threading.Thread(target=contextvars.copy_context().run, args=(self._render_loop,), daemon=True)
             render.start()
+        if self.bridge is not None:
             self.bridge.armed = True
         try:
             with _interrupts_call(lambda *_: self.comparison.stop()):
@@ -119,7 +131,8 @@ class ComparisonDashboard:
             self._done.set()
             if render is not None:
                 render.join()
-                self.render()  # the widget, too, ends in the final state
+                self.render()  # the live view, too, ends in the final state
+            if self.bridge is not None:
                 self.bridge.armed = False
         self.finish(result)
         return result
@@ -129,9 +142,17 @@ class ComparisonDashboard:
             self.render()
 
     def render(self) -> None:
-        self.status.value = self._status()
+        if self.mode == "static":
+            self._status_handle.update({"text/html": self._status(), "text/plain": "compare_optimizers"}, raw=True)
+        else:
+            self.status.value = self._status()
         if self._version != self._drawn:
             self._drawn = self._version
+            if self.mode == "static":
+                fig, _ = comparison_layout(self.names, self.classification)
+                fill_comparison(fig, self._index, self.series)
+                self._figure_handle.update(self._figure_bundle(fig), raw=True)
+                return
             with self.figure.batch_update():
                 fill_comparison(self.figure, self._index, self.series)
 
@@ -143,7 +164,7 @@ class ComparisonDashboard:
                 + "".join(f"<div>{html.escape(n)}</div>" for n in result.notes) + "</div>")
         bundle = {"text/html": head + rows_html(rows, highlight=best), "text/plain": rows_text(rows)}
         fig = comparison_figure(result, self.names, self.classification)
-        figure = {PLOTLY_MIME: fig.to_plotly_json(), "text/plain": f"<comparison curves: {len(result.history)} rows>"}
+        figure = figure_bundle(fig, f"<comparison curves: {len(result.history)} rows>")
         if self._status_handle is not None:
             self._status_handle.update(bundle, raw=True)
             self._figure_handle.update(figure, raw=True)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..engine.grads import GradientRecorder, GradientReport
-from .dashboard import PLOTLY_MIME, show_figure, ui_mode
+from .dashboard import figure_bundle, show_figure, ui_mode
 from .figures import decimate
 
 MAX_COLUMNS = 200  # heatmap columns (steps); older steps are decimated
@@ -153,7 +153,7 @@ def show_gradient_report(report: GradientReport, mode: str | None = None):
     head = f"<b>gradient flow</b> · {len(report.layers)} layers × {len(report.steps)} steps · {report.status}"
     display({"text/html": flags_html(report.flags, head), "text/plain": text}, raw=True)
     figures = gradient_figures(report)
-    display({PLOTLY_MIME: figures["flow"].to_plotly_json(), "text/plain": "<gradient norms heatmap>"}, raw=True)
+    display(figure_bundle(figures["flow"], "<gradient norms heatmap>"), raw=True)
     options = [name for name in report.layers if name in report.histograms]
     chooser = W.Dropdown(options=options, value=options[0] if options else None, description="layer")
     histogram = go.FigureWidget(figures["histogram"])
@@ -207,7 +207,7 @@ class GradientPanel:
             layers, steps, norms = self.recorder.snapshot()
             fig = flow_layout(len(layers))
             fill_flow(fig, layers, steps, norms)
-        return {PLOTLY_MIME: fig.to_plotly_json(), "text/plain": f"<gradient flow: {len(self.recorder.steps)} steps>"}
+        return figure_bundle(fig, f"<gradient flow: {len(self.recorder.steps)} steps>", final=report is not None)
 
     def flags_bundle(self, report: GradientReport | None = None) -> dict:
         flags = report.flags if report is not None else self.recorder.flags()

@@ -86,7 +86,7 @@ def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatc
     assert dash.figure is None and dash.controls is None
     run.start([slow, dash]).wait()
     figures = [obj for _, obj in sent if dash_mod.PLOTLY_MIME in obj]
-    statuses = [obj for _, obj in sent if "text/html" in obj]
+    statuses = [obj for _, obj in sent if dash_mod.PLOTLY_MIME not in obj]
     assert len(figures) >= 2 and len(statuses) >= 2
     final = figures[-1][dash_mod.PLOTLY_MIME]
     train = [t for t in final["data"] if t["name"] == "train"][0]
@@ -94,3 +94,36 @@ def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatc
     steps = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]) if isinstance(x, dict) else x
     assert list(steps) == [r["step"] for r in run.rows("train")]
     assert 'data-status="completed"' in statuses[-1]["text/html"]
+
+
+def test_widget_mode_falls_back_to_static_figures_when_a_figurewidget_cannot_be_built(widget_mode, monkeypatch, capsys,
+                                                                                    mlp):
+    """E.g. anywidget missing: one line says so and the same run is drawn through display handles."""
+    import plotly.graph_objects as go
+    from IPython.display import DisplayHandle
+
+    def no_anywidget(*args, **kwargs):
+        raise ImportError("No module named 'anywidget'")
+
+    monkeypatch.setattr(go, "FigureWidget", no_anywidget)
+    sent = []
+    monkeypatch.setattr(DisplayHandle, "update", lambda self, obj, **kw: sent.append(obj))
+    run = Run(mlp(), "digits", TrainConfig(epochs=2, seed=0))
+    dash = TrainingDashboard(run, tick=0.05).show()
+    assert dash.mode == "static" and dash.figure is None
+    assert "Live charts are not available here (ImportError: No module named 'anywidget')" in capsys.readouterr().out
+    run.start([dash]).wait()
+    assert run.status == "completed"
+    assert any(dash_mod.PLOTLY_MIME in obj for obj in sent)
+    assert 'data-status="completed"' in [obj for obj in sent if dash_mod.PLOTLY_MIME not in obj][-1]["text/html"]
+
+
+def test_final_figures_carry_an_html_form_for_pages_without_a_plotly_renderer(shell, mlp):
+    """nbconvert --to html and nbviewer pick text/html; JupyterLab keeps drawing the Plotly JSON."""
+    import plotly.graph_objects as go
+
+    bundle = dash_mod.figure_bundle(go.Figure(go.Scatter(x=[0, 1], y=[2, 3], name="train")), "<curves>")
+    assert set(bundle) == {dash_mod.PLOTLY_MIME, "text/plain", "text/html"}
+    html = bundle["text/html"]
+    assert "cdn.plot.ly" in html and "Plotly.newPlot" in html and len(html) < 20_000  # plotly.js is not embedded
+    assert "text/html" not in dash_mod.figure_bundle(go.Figure(), "<live>", final=False)
