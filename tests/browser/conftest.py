@@ -285,11 +285,14 @@ class LabPage:
 
     def open(self, notebook, dest: str | None = None, timeout: float = KERNEL_IDLE_TIMEOUT):
         """Copy ``notebook`` (a path, an nbformat dict, or a list of code-cell sources) into the
-        server root and open it; returns when the kernel is idle."""
-        if isinstance(notebook, (list, tuple)):
-            notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in notebook], metadata={
-                "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
-        if isinstance(notebook, dict):
+        server root and open it; returns when the kernel is idle. ``open(None, dest)`` reopens a
+        notebook that is already there, as saved."""
+        if notebook is None:  # reopen a notebook already in the server root (e.g. one a test saved)
+            dest = dest or self.nb_path
+        elif isinstance(notebook, (list, tuple, dict)):
+            if not isinstance(notebook, dict):
+                notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in notebook], metadata={
+                    "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
             dest = dest or "notebook.ipynb"
             (self.server.root_dir / dest).write_text(json.dumps(notebook))
         else:
@@ -380,6 +383,38 @@ def jupyter_server():
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def notebook7_server():
+    """A Notebook 7 server (``jupyter notebook``), like ``jupyter_server``."""
+    try:
+        import notebook  # noqa: F401
+    except ImportError:
+        _unavailable("Notebook 7 (the `notebook` package) is not installed in this environment")
+    base = Path(tempfile.mkdtemp(prefix="bigmodel-nb-nb7-"))
+    server = JupyterServer(base, app="notebook")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def new_page(browser):
+    """A factory of further pages: ``new_page(server, name)`` -> LabPage, closed after the test."""
+    pages = []
+
+    def make(server, name="page"):
+        pages.append(LabPage(server, browser, name=name))
+        return pages[-1]
+
+    yield make
+    for page in pages:
+        page.close()
+        page.server.shutdown_kernels()
 
 
 @pytest.fixture(scope="session")
