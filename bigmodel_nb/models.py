@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .engine.errors import BigModelError
 
@@ -217,6 +218,14 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """Apply the blocks in order; `checkpointed` keeps only each block's input and recomputes the rest
+    in the backward pass (activation memory ∝ layers instead of layers × block internals)."""
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
+    return x
+
+
 def _init_transformer(model: nn.Module, n_layer: int) -> None:
     """nanoGPT's init: N(0, 0.02) weights, zero biases, and residual projections scaled by
     1/sqrt(2 * n_layer) so the residual stream does not grow with depth."""
@@ -267,14 +276,14 @@ class TransformerClassifier(nn.Module):
         self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias, causal=False) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.head = nn.Linear(c.n_embd, c.num_classes)
+        self.activation_checkpointing = False  # recompute block activations in backward (less memory)
         _init_transformer(self, c.n_layer)
 
     def forward(self, idx, targets=None):
         _check_tokens(idx, self.config.block_size, "TransformerClassifier")
         pos = torch.arange(idx.size(1), device=idx.device)
         x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.activation_checkpointing and self.training)
         logits = self.head(self.ln_f(x).mean(dim=1))  # every position votes equally
         return logits, _loss(logits, targets)
 
@@ -310,6 +319,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         # Weight tying: reading a token in and writing it out share one matrix (fewer parameters, better LMs).
         self.lm_head.weight = self.token_embedding.weight
+        self.activation_checkpointing = False  # recompute block activations in backward (less memory)
         _init_transformer(self, c.n_layer)
 
     def num_params(self, non_embedding: bool = True) -> int:
@@ -321,8 +331,7 @@ class GPT(nn.Module):
         _check_tokens(idx, self.config.block_size, "GPT")
         pos = torch.arange(idx.size(1), device=idx.device)
         x = self.drop(self.token_embedding(idx) + self.position_embedding(pos))
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.activation_checkpointing and self.training)
         logits = self.lm_head(self.ln_f(x))
         return logits, _loss(logits, targets)
 

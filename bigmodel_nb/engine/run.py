@@ -18,7 +18,8 @@ from .data import as_bundle
 from .device import resolve_amp, resolve_device
 from .errors import BigModelError, describe_exception
 from .optim import make_optimizer, make_schedule
-from .trainer import Callback, Loop, TrainConfig, evaluate_model, plan, preflight, resolve_loss
+from . import scale
+from .trainer import Callback, Loop, TrainConfig, evaluate_model, optimizer_steps, plan, preflight, resolve_loss
 
 log = logging.getLogger("bigmodel_nb")
 
@@ -60,15 +61,35 @@ class Run:
         self._elapsed_before = 0.0
         self._saved_step = -1
 
+        self.compile_time_s: float | None = None  # the first step's time with --compile (it compiles)
+        self.notes: list[str] = []  # what the big-model options did, for the dashboard
+
         model.to(self.device)
         if not any(p.requires_grad for p in model.parameters()):
             raise BigModelError("The model has no trainable parameters; unfreeze some (requires_grad=True) before training.")
+        if config.accumulate < 1:
+            raise BigModelError(f"--accumulate must be a whole number ≥ 1 (micro-batches per step), not {config.accumulate}.")
+        if config.activation_checkpointing:
+            self.notes.append(scale.enable_activation_checkpointing(model))
+        if config.batch_size == "auto":
+            config.batch_size = scale.auto_batch_size(model, self.data, self.device, self.amp, config.loss)
+            self.notes.append(f"batch size {config.batch_size} (auto: the largest that fits, by halving)")
+        elif not isinstance(config.batch_size, int) or config.batch_size < 1:
+            raise BigModelError(f"--batch-size must be a whole number ≥ 1 or auto, not {config.batch_size!r}.")
+        if config.accumulate > 1:
+            self.notes.append(f"accumulating {config.accumulate} micro-batches of {config.batch_size}: "
+                              f"effective batch {config.accumulate * config.batch_size}")
+        self.forward_model = model
+        if config.compile:
+            scale.check_compile(self.device)
+            self.forward_model = scale.compiled(model)
+            self.notes.append("torch.compile: the first step compiles (its time is shown apart)")
         # Frozen parameters are held too: without a gradient the optimizer skips them, and once a callback
         # unfreezes them (transfer.Unfreeze) they train in the same group, schedule and checkpoint layout.
         params = list(model.parameters())
         self.optimizer = make_optimizer(optimizer if optimizer is not None else config.optimizer, params,
                                         lr=config.lr, weight_decay=config.weight_decay)
-        _, total = plan(config, self.data.train.num_batches(config.batch_size))
+        _, total = plan(config, optimizer_steps(config, self.data.train))
         self.schedule = make_schedule(config.schedule, self.optimizer, total, config.warmup)
         if config.resume:
             self._load_checkpoint()

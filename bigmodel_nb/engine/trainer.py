@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BigModelError, describe_exception
+from .scale import compile_failure, free_memory, is_out_of_memory, out_of_memory_message
 from .optim import steps_on_validation
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ class TrainConfig:
 
     epochs: int | None = None  # default 10 when neither epochs nor steps is given
     steps: int | None = None
-    batch_size: int = 64
+    batch_size: int | str = 64  # or "auto": the largest that fits in memory, found by halving
     lr: float | None = None  # None: the optimizer's default (optim.OPTIMIZERS)
     optimizer: Any = "adam"  # name, instance or factory
     schedule: Any = "constant"
@@ -44,9 +45,17 @@ class TrainConfig:
     resume: bool = False
     val_every: int | None = None  # steps between validations; None: every epoch
     log_every: int = 10  # steps between synchronised train rows
+    accumulate: int = 1  # micro-batches per optimizer step: an effective batch of batch_size × accumulate
+    compile: bool = False  # torch.compile the model (compile time is reported apart from step time)
+    activation_checkpointing: bool = False  # recompute transformer blocks in backward: less memory
 
     def to_dict(self) -> dict:
         return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in asdict(self).items()}
+
+
+def optimizer_steps(config: TrainConfig, split) -> int:
+    """Optimizer steps per epoch: batches per epoch over `accumulate` micro-batches per step."""
+    return max(1, math.ceil(split.num_batches(config.batch_size) / max(1, config.accumulate)))
 
 
 def plan(config: TrainConfig, steps_per_epoch: int) -> tuple[int, int]:
@@ -206,7 +215,9 @@ class Loop:
         self.loss_fn = resolve_loss(cfg.loss, self.task)
         self.with_targets = takes_targets(self.model)
         self.train_split = data.train
-        self.steps_per_epoch = max(1, self.train_split.num_batches(cfg.batch_size))
+        self.accumulate = max(1, cfg.accumulate)
+        self.steps_per_epoch = optimizer_steps(cfg, self.train_split)
+        self.forward_model = run.forward_model  # the model, or its torch.compile wrapper
         self.epochs, self.total_steps = plan(cfg, self.steps_per_epoch)
         self.optimizer = run.optimizer
         self.schedule = run.schedule
@@ -219,13 +230,24 @@ class Loop:
                                   for cb in run.callbacks)
 
     # -- one step -------------------------------------------------------------------------
-    def train_step(self, x, y, meter: _Meter):
-        with autocast(self.device, self.amp):
-            logits, loss = forward_loss(self.model, x, y, self.loss_fn, self.with_targets)
+    def train_step(self, micro_batches: list, meter: _Meter):
+        """One optimizer step over one or more micro-batches (gradient accumulation). Each micro-batch's
+        loss is weighted by its share of the samples, so the gradient equals that of one big batch."""
         self.optimizer.zero_grad(set_to_none=True)
+        total = sum(x.shape[0] for x, _ in micro_batches)
+        for x, y in micro_batches:
+            with autocast(self.device, self.amp):
+                logits, loss = forward_loss(self.forward_model, x, y, self.loss_fn, self.with_targets)
+            share = loss if len(micro_batches) == 1 else loss * (x.shape[0] / total)
+            (self.scaler.scale(share) if self.scaler is not None else share).backward()
+            meter.loss += loss.detach().float() * x.shape[0]
+            meter.samples += x.shape[0]
+            if self.task == "classification":
+                c, n = count_correct(logits.detach(), y)
+                meter.correct += c
+                meter.targets += n
         clip = self.run.config.grad_clip
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             if clip or self.after_backward:
                 self.scaler.unscale_(self.optimizer)  # callbacks and clipping see the true gradients
             if self.after_backward:
@@ -235,7 +257,6 @@ class Loop:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             if self.after_backward:
                 self._emit("on_after_backward", {"step": self.run.step + 1})
             if clip:
@@ -243,12 +264,26 @@ class Loop:
             self.optimizer.step()
         if self.schedule is not None and not self.schedule_on_validation:
             self.schedule.step()
-        meter.loss += loss.detach().float() * x.shape[0]
-        meter.samples += x.shape[0]
-        if self.task == "classification":
-            c, n = count_correct(logits.detach(), y)
-            meter.correct += c
-            meter.targets += n
+
+    def _guarded_step(self, micro_batches: list, meter: _Meter) -> bool:
+        """`train_step`, turning out-of-memory and compile errors into a failed run with one sentence."""
+        first = self.run.step == 0 and self.run.config.compile
+        t0 = time.perf_counter()
+        try:
+            self.train_step(micro_batches, meter)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                free_memory(self.model, self.optimizer)
+                self.run._fail(out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data))
+                return False
+            if first:
+                self.run._fail(compile_failure(exc))
+                return False
+            raise
+        if first:  # the first call compiles: report it apart, and keep it out of the samples/s
+            self.run.compile_time_s = time.perf_counter() - t0
+            meter.since = time.perf_counter()
+        return True
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> None:
@@ -269,15 +304,16 @@ class Loop:
             self._emit("on_epoch_begin", {"epoch": run.epoch, "step": run.step})
             self._refresh_params()  # a callback may have unfrozen parameters (transfer.Unfreeze)
             batches = self.train_split.batches(cfg.batch_size, self.device, shuffle=True,
-                                               seed=run.seed, epoch=epoch, skip=skip)
+                                               seed=run.seed, epoch=epoch, skip=skip * self.accumulate)
             skip = 0
             last_in_epoch = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
-            for x, y in batches:
+            for micro_batches in _groups(batches, self.accumulate):
                 yield  # a step boundary: the driver may hand the run to another thread here
                 if run._should_stop():  # the model is never half-updated
                     break
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.train_step(x, y, meter)
+                if not self._guarded_step(micro_batches, meter):
+                    return
                 run.step += 1
                 logs = {"step": run.step, "epoch": run.epoch, "lr": lr}
                 if run.step % cfg.log_every == 0 or run.step == last_in_epoch:
@@ -355,6 +391,18 @@ class Loop:
 
     def _emit(self, hook: str, logs: dict) -> None:
         self.run._emit(hook, logs)
+
+
+def _groups(batches, size: int):
+    """Consecutive lists of `size` batches (the last may be shorter): one optimizer step each."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def preflight(model, data, config: TrainConfig, device, amp) -> None:
