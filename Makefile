@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: install lab test test-fast bench clean
+.PHONY: install lab test test-fast bench binder-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+
+# Binder: a fresh venv from binder/requirements.txt alone + binder/postBuild, then every tutorial
+# executed in it (in a temporary copy; nothing is written to the checkout). Run in CI by .ci/run.
+# BINDER_CHECK_ARGS: e.g. --keep, --notebooks 'notebooks/01_*.ipynb', --requirements FILE.
+binder-check:
+	$(PYTHON) binder/check.py $(BINDER_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache screenshots

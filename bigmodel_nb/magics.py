@@ -56,6 +56,13 @@ def _number(kind):
     return convert
 
 
+def _batch_size(text: str):
+    return "auto" if text.strip().lower() == "auto" else _number(int)(text)
+
+
+_batch_size.__name__ = "int"  # argparse's message: "invalid int value: 'x'"
+
+
 class MagicsBase(Magics):
     """Name resolution shared by every magics class: notebook variables and data flags."""
 
@@ -90,7 +97,7 @@ class BigModelMagics(MagicsBase):
     @argument("--data", default=None, help="Built-in dataset name or a variable: DataBundle, (X, y), Dataset, DataLoader, dict.")
     @argument("--epochs", type=_number(int), default=None, help="Epochs (default 10).")
     @argument("--steps", type=_number(int), default=None, help="Total optimizer steps (instead of epochs).")
-    @argument("--batch-size", type=_number(int), default=64)
+    @argument("--batch-size", type=_batch_size, default=64, help="Samples per step, or auto (the largest that fits).")
     @argument("--lr", type=float, default=None, help="Learning rate (default: the optimizer's usual one).")
     @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")
     @argument("--schedule", default="constant", help="constant, step, cosine, warmup-cosine, onecycle, plateau.")
@@ -114,6 +121,13 @@ class BigModelMagics(MagicsBase):
     @argument("--new-head", type=_number(int), default=None, metavar="N", help="Replace the classifier head with one for N classes.")
     @argument("--freeze", default=None, metavar="PATTERN", help="Freeze matching parameters: convs.*, layers.0,layers.1 or a regex.")
     @argument("--unfreeze-after", type=_number(int), default=None, metavar="N", help="With --freeze: train everything after N epochs.")
+    @argument("--accumulate", type=_number(int), default=1, metavar="N", help="Micro-batches per optimizer step.")
+    @argument("--compile", action="store_true", help="torch.compile the model (compile time shown apart).")
+    @argument("--activation-checkpointing", action="store_true", help="Recompute transformer blocks in backward.")
+    @argument("--workers", type=_number(int), default=None, metavar="N", help="Train on N Ray Train workers.")
+    @argument("--gpus-per-worker", type=float, default=0, metavar="G", help="With --workers: GPUs for each worker.")
+    @argument("--cluster", default=None, metavar="ADDRESS", help="With --workers: a Ray cluster (default: a local one).")
+    @argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="With --workers: DDP or FSDP.")
     @line_cell_magic
     @user_errors
     def train(self, line: str, cell: str | None = None):
@@ -161,7 +175,8 @@ class BigModelMagics(MagicsBase):
             epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, warmup=args.warmup, loss=defined.get("loss_fn", args.loss), device=args.device,
             amp=args.amp, seed=args.seed, grad_clip=args.grad_clip, checkpoint=args.checkpoint, resume=args.resume,
-            val_every=args.val_every, log_every=max(1, args.log_every),
+            val_every=args.val_every, log_every=max(1, args.log_every), accumulate=args.accumulate,
+            compile=args.compile, activation_checkpointing=args.activation_checkpointing,
         )
         _check_positive(config)
         callbacks = self._transfer(model, args)
@@ -309,9 +324,9 @@ def _optimizes(optimizer, model) -> bool:
 
 
 def _check_positive(config) -> None:
-    for field in ("epochs", "steps", "batch_size"):
+    for field in ("epochs", "steps", "batch_size", "accumulate"):
         value = getattr(config, field)
-        if value is not None and value < 1:
+        if isinstance(value, (int, float)) and value < 1:
             raise UsageError(f"--{field.replace('_', '-')} must be a positive whole number, got {value}.")
     if config.lr is not None and not config.lr > 0:
         raise UsageError(f"--lr must be a positive number, got {config.lr}.")

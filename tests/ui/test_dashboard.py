@@ -26,7 +26,7 @@ def test_live_figure_gets_the_curves_as_numpy_and_status_advances(widget_mode, m
     deadline = time.monotonic() + 10
     while len(run.rows("train")) < 2 and time.monotonic() < deadline:  # wait for curves, not a fixed time
         time.sleep(0.02)
-    dash.render()
+    dash.render(force=True)
     live = {t.name: len(t.x) for t in dash.figure.data}
     assert live["train"] > 0
     assert 'data-status="running"' in dash.status.value
