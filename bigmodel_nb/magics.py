@@ -182,7 +182,7 @@ class BigModelMagics(MagicsBase):
         callbacks = self._transfer(model, args)
         launch(model, data, config, name=args.name, background=args.background, quiet=args.quiet,
                optimizer=optimizer, publish=lambda run: ns.__setitem__(args.name, run), callbacks=callbacks,
-               watch_grads=args.watch_grads, watch_every=args.watch_every)
+               watch_grads=args.watch_grads, watch_every=args.watch_every, distributed=_distributed(args))
         return None
 
     def _transfer(self, model, args) -> list:
@@ -321,6 +321,16 @@ class BigModelMagics(MagicsBase):
 def _optimizes(optimizer, model) -> bool:
     ids = {id(p) for p in model.parameters()}
     return all(id(p) in ids for group in optimizer.param_groups for p in group["params"])
+
+
+def _distributed(args) -> dict | None:
+    """--workers and its companions, or None for a run in this process."""
+    if args.workers is None:
+        if args.gpus_per_worker or args.cluster or args.strategy != "ddp":
+            raise UsageError("--gpus-per-worker, --cluster and --strategy go with --workers N; add it.")
+        return None
+    return {"workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "cluster": args.cluster,
+            "strategy": args.strategy}
 
 
 def _check_positive(config) -> None:

@@ -229,7 +229,7 @@ class Run:
     def _lifecycle(self):
         self._t0 = time.perf_counter()
         try:
-            yield from Loop(self).fit()
+            yield from self._loop()
             if self.status != "failed":
                 self._save_checkpoint()
                 self.status = "stopped" if self._stop_requested else "completed"
@@ -243,6 +243,10 @@ class Run:
                                         "elapsed": self.elapsed})
         finally:
             self._finished.set()
+
+    def _loop(self):
+        """The training steps, as a generator yielding at step boundaries (DistributedRun replaces it)."""
+        return Loop(self).fit()
 
     def _should_stop(self) -> bool:
         if not self._running.is_set() and not self._stop_requested:

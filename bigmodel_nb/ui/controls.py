@@ -97,6 +97,8 @@ class RunControls:
         self.bridge = InterruptBridge(uid=uid, kernel_id=kernel_id())
         for widget in (self.pause_button, self.resume_button, self.stop_button):
             route_clicks_to_subshell(widget)
+        if not getattr(run, "can_pause", True):  # e.g. a run on Ray workers: Stop only
+            self.pause_button.layout = W.Layout(width="96px", display="none")  # the layout is shared
         self.box = W.HBox([self.pause_button, self.resume_button, self.stop_button, self.bridge])
         self._interrupted_at: float | None = None
         self._pause_clicked_at = 0.0
@@ -149,7 +151,7 @@ class RunControls:
 
 def launch(model, data, config, *, name: str = "run", callbacks=(), background: bool = False,
            quiet: bool = False, mode: str | None = None, optimizer=None, publish=None,
-           watch_grads: bool = False, watch_every: int = 1) -> Run:
+           watch_grads: bool = False, watch_every: int = 1, distributed: dict | None = None) -> Run:
     """Create a run, show its dashboard and train: in this thread until the run ends or is paused
     (the default), or in a worker thread from the start (`background`). `watch_grads` records
     gradient flow every `watch_every` steps (live panel; the report ends up in `run.gradients`).
@@ -158,7 +160,12 @@ def launch(model, data, config, *, name: str = "run", callbacks=(), background: 
     """
     from .dashboard import TrainingDashboard
 
-    run = Run(model, data, config, name=name, optimizer=optimizer)
+    if distributed:  # --workers: the same run on Ray Train workers
+        from ..engine.distributed import DistributedRun
+
+        run = DistributedRun(model, data, config, name=name, optimizer=optimizer, **distributed)
+    else:
+        run = Run(model, data, config, name=name, optimizer=optimizer)
     if publish is not None:  # e.g. store it in the notebook before the first step, for --background
         publish(run)
     dashboard = None if quiet else TrainingDashboard(run, mode, watch_grads=watch_grads, watch_every=watch_every).show()

@@ -1,0 +1,344 @@
+"""Training past one process: the same run on Ray Train workers (``%%train --workers N``).
+
+    run = DistributedRun(model, "digits", TrainConfig(epochs=3), workers=2); run.run_here()
+
+Ray Train's ``TorchTrainer`` starts N worker processes (on a local cluster, or on ``cluster``),
+sets up ``torch.distributed`` between them (gloo on CPU, NCCL on GPU) and runs `train_worker` on
+each. The model defined in the notebook travels to the workers by value (cloudpickle), is wrapped
+in DDP (or sharded with FSDP2's ``fully_shard``), and each worker takes its slice of every global
+batch: ``--batch-size`` stays the global batch, so a run on N workers follows the same trajectory
+as one process with that batch. Rank 0 streams its rows to the notebook through a Ray queue while
+``fit()`` runs in a thread; a Stop sets a flag that rank 0 broadcasts to every rank at the next
+logging step. Each epoch rank 0 writes a checkpoint through ``ray.train.report``; when a worker dies,
+``FailureConfig`` restarts the group from the last one and the run records the restart. The trained
+weights come back into ``run.model``.
+
+Ray is optional: ``pip install bigmodel-nb[distributed]``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import BigModelError, describe_exception
+from .run import Run
+
+# Bounded waits when a cluster address does not answer (Ray's defaults retry for ~14 minutes).
+# Two of these are read when `ray` is first imported, so they are set before that.
+RAY_TIMEOUTS = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "5",
+                "RAY_gcs_rpc_server_connect_timeout_s": "3"}
+# Faster start-up and polling for notebook-sized runs (a controller poll every 0.5 s, not 2 s).
+RAY_TRAIN_SETTINGS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+                      "RAY_TRAIN_METRICS_ENABLED": "0", "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+                      "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
+
+
+def import_ray():
+    """Ray and Ray Train, or one sentence saying what to install."""
+    for key, value in {**RAY_TIMEOUTS, **RAY_TRAIN_SETTINGS}.items():
+        os.environ.setdefault(key, value)
+    try:
+        import ray
+        import ray.train  # noqa: F401
+        import ray.train.torch  # noqa: F401
+    except ImportError:
+        raise BigModelError("--workers trains on Ray Train, which is not installed; "
+                            "pip install 'bigmodel-nb[distributed]' (or 'ray[train]').") from None
+    return ray
+
+
+def connect(cluster: str | None, timeout: float = 5.0):
+    """Join `cluster` ("host:port", "ray://host:port" or "auto"), or start a local Ray cluster."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    if cluster and cluster != "auto":
+        address = cluster.removeprefix("ray://")
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+        except (OSError, ValueError):
+            raise BigModelError(f"No Ray cluster answers at '{cluster}' within {timeout:.0f} s; check the address "
+                                "(host:port of the head node, e.g. 10.0.0.5:6379) or leave --cluster out to "
+                                "train on a local cluster.") from None
+    try:
+        ray.init(address=cluster, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True,
+                 configure_logging=False)
+    except Exception as exc:
+        raise BigModelError(f"Could not connect to the Ray cluster at '{cluster or 'local'}': "
+                            f"{describe_exception(exc)}.") from None
+    return ray
+
+
+class DistributedRun(Run):
+    """A `Run` whose steps happen on Ray Train workers; the notebook keeps the history, the dashboard
+    and, at the end, the trained weights. Pause is not available (Stop is).
+
+    Example: ``DistributedRun(model, "digits", TrainConfig(epochs=2), workers=2).run_here()``
+    """
+
+    can_pause = False
+
+    def __init__(self, model, data, config=None, callbacks=(), *, workers: int, gpus_per_worker: float = 0,
+                 cluster: str | None = None, strategy: str = "ddp", max_failures: int = 1, name: str = "run",
+                 optimizer=None):
+        if optimizer is not None:
+            raise BigModelError("--workers builds the optimizer on every worker from --optimizer; "
+                                "leave `optimizer` out of the cell.")
+        if not isinstance(workers, int) or workers < 1:
+            raise BigModelError(f"--workers must be a whole number ≥ 1, not {workers!r}.")
+        if strategy not in ("ddp", "fsdp"):
+            raise BigModelError(f"Unknown --strategy '{strategy}'; choose ddp or fsdp.")
+        super().__init__(model, data, config, callbacks, name=name)
+        if self.config.compile or self.config.batch_size == "auto":
+            raise BigModelError("--compile and --batch-size auto are not available with --workers yet; "
+                                "drop them or train on one process.")
+        if self.config.batch_size % workers:
+            raise BigModelError(f"--batch-size {self.config.batch_size} is the global batch and must split evenly "
+                                f"over {workers} workers; use a multiple of {workers}.")
+        self.workers, self.gpus_per_worker, self.cluster = workers, gpus_per_worker, cluster
+        self.strategy, self.max_failures = strategy, max_failures
+        self.restarts = 0  # worker groups restarted from a checkpoint after a failure
+        self.storage = Path(self.config.checkpoint or tempfile.mkdtemp(prefix="bigmodel_nb-ray-")).resolve()
+        self.ray = connect(cluster)
+        self._check_resources()
+        self.notes.append(f"{workers} Ray Train workers · {strategy.upper()} · global batch {self.config.batch_size} "
+                          f"({self.config.batch_size // workers} per worker) · checkpoints in {self.storage}")
+
+    def _check_resources(self) -> None:
+        """Ask for what the cluster has: Ray would otherwise wait for it forever."""
+        have = self.ray.cluster_resources()
+        if self.gpus_per_worker and have.get("GPU", 0) < self.workers * self.gpus_per_worker:
+            raise BigModelError(f"--gpus-per-worker {self.gpus_per_worker:g} × {self.workers} workers needs "
+                                f"{self.workers * self.gpus_per_worker:g} GPUs but the Ray cluster has "
+                                f"{have.get('GPU', 0):g}; lower --gpus-per-worker, or use --gpus-per-worker 0 for CPUs.")
+        if have.get("CPU", 0) < self.workers:
+            raise BigModelError(f"{self.workers} workers need {self.workers} CPUs but the Ray cluster has "
+                                f"{have.get('CPU', 0):g}; use --workers {max(1, int(have.get('CPU', 0)))} or fewer.")
+
+    def pause(self) -> "Run":
+        raise BigModelError("A --workers run cannot be paused; Stop it (it keeps its checkpoints) instead.")
+
+    def _save_checkpoint(self) -> None:  # Ray Train writes the checkpoints, on the workers
+        pass
+
+    def _loop(self):
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.util.queue import Queue
+
+        updates, control = Queue(maxsize=10_000), Queue(maxsize=10)
+        use_gpu = self.gpus_per_worker > 0
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={"model": self.model.cpu(), "data": self.data, "config": self.config, "seed": self.seed,
+                               "strategy": self.strategy, "updates": updates, "control": control},
+            scaling_config=ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": 1, **({"GPU": self.gpus_per_worker} if use_gpu else {})}),
+            run_config=RunConfig(name=f"{self.name}-{time.time_ns()}", storage_path=str(self.storage),
+                                 failure_config=FailureConfig(max_failures=self.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        )
+        outcome: dict = {}
+
+        def fit():
+            try:
+                outcome["result"] = trainer.fit()
+            except BaseException as exc:  # noqa: BLE001 - reported in the notebook, not lost in a thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=fit, name=f"bigmodel_nb-ray-{self.name}", daemon=True)
+        thread.start()
+        self.total_steps = self._planned_steps()
+        self._emit("on_train_begin", {"total_steps": self.total_steps, "steps_per_epoch": self._steps_per_epoch,
+                                      "epochs": self._epochs, "start_step": 0, "device": f"{self.workers} Ray workers",
+                                      "amp": self.amp.name, "params": sum(p.numel() for p in self.model.parameters())})
+        stop_sent = False
+        try:
+            while thread.is_alive() or updates.qsize():
+                yield  # the driver's boundary: Stop is read here and passed to the workers
+                if self._stop_requested and not stop_sent:
+                    control.put("stop")
+                    stop_sent = True
+                for message in updates.get_nowait_batch(updates.qsize()) if updates.qsize() else []:
+                    self._receive(message)
+                time.sleep(0.05)
+        finally:
+            thread.join()
+            updates.shutdown()
+            control.shutdown()
+        if "error" in outcome:
+            self._fail(f"Ray Train failed: {_worker_error(outcome['error'])}")
+            return
+        state = outcome["result"].return_value
+        if state:
+            self.model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+        self.model.to(self.device)
+
+    def _planned_steps(self) -> int:
+        from .trainer import optimizer_steps, plan
+
+        self._steps_per_epoch = optimizer_steps(self.config, self.data.train)
+        self._epochs, total = plan(self.config, self._steps_per_epoch)
+        return total
+
+    def _receive(self, message: dict) -> None:
+        kind = message.pop("kind")
+        if kind == "restart":
+            self.restarts += 1
+            self.history = [r for r in self.history if r["step"] <= message["step"]]
+            self.notes.append(f"worker group restarted from the checkpoint at step {message['step']} "
+                              f"(restart {self.restarts})")
+        elif kind == "train":
+            self.step, self.epoch = message["step"], message["epoch"]
+            self.history.append(message)
+            self._emit("on_step_end", dict(message))
+        elif kind == "val":
+            self.history.append(message)
+            if self.best is None or message["loss"] < self.best["loss"]:
+                self.best = message
+            self._emit("on_eval_end", dict(message))
+
+
+def _worker_error(exc: BaseException) -> str:
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        rank, error = sorted(failures.items())[0]
+        return f"worker {rank}: {describe_exception(error)}"
+    return describe_exception(exc)
+
+
+# -- on each worker --------------------------------------------------------------------------------
+def train_worker(cfg: dict) -> dict | None:
+    """The training loop Ray runs on every worker. Rank 0 reports rows and returns the weights."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from .optim import make_optimizer, make_schedule
+    from .trainer import (count_correct, evaluate_model, forward_loss, optimizer_steps, plan, resolve_loss,
+                          takes_targets)
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    config, data, updates = cfg["config"], cfg["data"], cfg["updates"]
+    device = ray.train.torch.get_device()
+    model = cfg["model"].to(device)
+    steps_per_epoch = optimizer_steps(config, data.train)
+    epochs, total = plan(config, steps_per_epoch)
+    step, start_epoch, saved = 0, 0, None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a restart after a failure: carry on from the last epoch saved
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        step, start_epoch = int(saved["step"]), int(saved["epoch"])
+        if rank == 0:
+            updates.put({"kind": "restart", "step": step})
+    wrapped = _wrap(model, cfg["strategy"], device)  # before the optimizer: FSDP replaces the parameters
+    optimizer = make_optimizer(config.optimizer, wrapped.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = make_schedule(config.schedule, optimizer, total, config.warmup)
+    if saved is not None and cfg["strategy"] == "ddp":
+        optimizer.load_state_dict(saved["optimizer"])
+        if schedule is not None and saved.get("schedule"):
+            schedule.load_state_dict(saved["schedule"])
+    loss_fn, with_targets = resolve_loss(config.loss, data.task), takes_targets(model)
+    classify = data.task == "classification"
+    local = config.batch_size // world
+    stop = torch.zeros(1, device=device)
+    wrapped.train()
+    for epoch in range(start_epoch, epochs):
+        sums, since = torch.zeros(4, device=device), time.perf_counter()  # loss·n, n, correct, targets
+        for x, y in data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch):
+            batch = len(x)
+            x, y = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]  # this worker's slice
+            lr = optimizer.param_groups[0]["lr"]
+            logits, loss = forward_loss(wrapped, x, y, loss_fn, with_targets)
+            optimizer.zero_grad(set_to_none=True)
+            # DDP/FSDP average the workers' gradients; weighting each by its share of the batch makes that
+            # the gradient of the whole batch even when the last batch splits unevenly (or leaves one empty).
+            (loss * (len(x) * world / batch) if len(x) else loss * 0).backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip)
+            optimizer.step()
+            if schedule is not None and not isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                schedule.step()
+            step += 1
+            correct, targets = count_correct(logits.detach(), y) if classify else (torch.zeros((), device=device), 0)
+            sums += torch.stack([loss.detach().float() * len(x), torch.tensor(float(len(x)), device=device),
+                                 correct.float(), torch.tensor(float(targets), device=device)])
+            last = step % steps_per_epoch == 0 or step >= total
+            if step % config.log_every == 0 or last:
+                dist.all_reduce(sums)  # the global batch's loss, as one process would log it
+                if rank == 0:
+                    stop[0] = float(cfg["control"].qsize() > 0)
+                dist.broadcast(stop, 0)  # every rank stops at the same step
+                if rank == 0:
+                    row = {"kind": "train", "step": step, "epoch": epoch + 1, "lr": lr, "split": "train",
+                           "loss": (sums[0] / sums[1]).item(),
+                           "samples_per_s": sums[1].item() / max(1e-9, time.perf_counter() - since)}
+                    if classify:
+                        row["accuracy"] = (sums[2] / sums[3]).item()
+                    updates.put(row)
+                sums, since = torch.zeros(4, device=device), time.perf_counter()
+            if stop[0] or step >= total:
+                break
+        full = _full_state(wrapped, model, cfg["strategy"])  # a collective under FSDP: every rank calls it
+        if rank == 0 and data.val is not None and len(data.val):
+            val = evaluate_model(model if cfg["strategy"] == "ddp" else _plain_copy(model, full), data.val,
+                                 batch_size=max(256, config.batch_size), device=device, loss_fn=loss_fn, task=data.task)
+            updates.put({"kind": "val", "step": step, "epoch": epoch + 1, "split": "val", **val})
+        _report(rank, step, epoch + 1, full, optimizer if cfg["strategy"] == "ddp" else None, schedule)
+        if stop[0] or step >= total:
+            break
+    state = _full_state(wrapped, model, cfg["strategy"], to_cpu=True)
+    return {k: v.numpy() for k, v in state.items()} if rank == 0 else None  # Ray returns no tensors
+
+
+def _wrap(model, strategy: str, device):
+    import ray.train.torch
+
+    if strategy == "ddp":
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():  # shard every block that holds parameters of its own, then the root
+        if module is not model and any(True for _ in module.parameters(recurse=False)):
+            fully_shard(module)
+    return fully_shard(model)
+
+
+def _full_state(wrapped, model, strategy: str, to_cpu: bool = False) -> dict:
+    if strategy == "ddp":
+        return {k: (v.detach().cpu() if to_cpu else v.detach().clone()) for k, v in model.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _plain_copy(model, state: dict):
+    import copy
+
+    plain = copy.deepcopy(model)
+    plain.load_state_dict(state)
+    return plain
+
+
+def _report(rank: int, step: int, epoch: int, state: dict, optimizer, schedule) -> None:
+    """Each epoch: every rank reports (a barrier); rank 0 attaches the checkpoint a restart resumes from."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report({"step": step, "epoch": epoch}, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save({"model": state, "optimizer": optimizer.state_dict() if optimizer else None, "step": step, "epoch": epoch,
+                    "schedule": schedule.state_dict() if schedule is not None else None}, Path(folder) / "state.pt")
+        ray.train.report({"step": step, "epoch": epoch}, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -1,0 +1,118 @@
+"""Training on Ray Train workers (a local CPU cluster, gloo): same trajectory as one process, rows
+streamed live, weights back in the notebook, a dead worker resumed from the checkpoint, and bad input."""
+import copy
+import os
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("ray.train", reason="Ray Train (the distributed extra) is not installed")
+from ray import cloudpickle  # noqa: E402  (the copy Ray uses)
+import ray  # noqa: E402
+
+from bigmodel_nb.engine import BigModelError, Run, TrainConfig, load_dataset  # noqa: E402
+from bigmodel_nb.engine.distributed import DistributedRun  # noqa: E402
+from bigmodel_nb.engine.trainer import Callback  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+class Live(Callback):
+    """Records when train rows reach the notebook, and whether the run was still going then."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_step_end(self, run, logs):
+        self.rows.append((logs["step"], run.status))
+
+
+def test_two_workers_follow_the_single_process_trajectory_and_stream_rows_live(digits, tmp_path):
+    config = dict(epochs=2, seed=0, optimizer="sgd", lr=0.1, batch_size=64)
+    live = Live()
+    run = DistributedRun(mlp(), digits, TrainConfig(checkpoint=str(tmp_path), **config), workers=2)
+    run.run_here([live])
+    single = Run(mlp(), digits, TrainConfig(**config)).run_here()
+    assert run.status == "completed", run.error
+    # Tolerance: float sums in another order (the workers' gradients are all-reduced).
+    for a, b in zip(run.rows("train"), single.rows("train"), strict=True):
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert [r["step"] for r in run.rows("val")] == [20, 40]
+    for p, q in zip(run.model.parameters(), single.model.parameters()):  # the trained weights came back
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert live.rows and all(status == "running" for _, status in live.rows)  # while fit() was going
+    assert any(p.name.startswith("checkpoint_") for p in tmp_path.rglob("checkpoint_*"))
+
+
+class DiesOnce(nn.Module):
+    """An MLP whose rank-1 copy kills its process once, in the second epoch (a lost machine)."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.net, self.marker, self.calls = mlp(), str(marker), 0
+
+    def forward(self, x):
+        import torch.distributed as dist
+
+        self.calls += self.training
+        if (self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == 25
+                and not os.path.exists(self.marker)):
+            open(self.marker, "w").close()
+            time.sleep(1.5)  # the controller has registered the epoch-1 checkpoint by now
+            os._exit(1)
+        return self.net(x)
+
+
+def test_a_dead_worker_is_restarted_from_the_last_checkpoint_and_the_run_finishes(digits, tmp_path):
+    run = DistributedRun(DiesOnce(tmp_path / "died"), digits, TrainConfig(epochs=3, seed=0, optimizer="sgd", lr=0.1,
+                                                                          checkpoint=str(tmp_path / "ckpt")), workers=2)
+    run.run_here()
+    assert (tmp_path / "died").exists()
+    assert run.status == "completed", run.error
+    assert run.restarts == 1 and any("restarted from the checkpoint at step 20" in n for n in run.notes)
+    assert [r["step"] for r in run.rows("val")] == [20, 40, 60]  # epoch 2 ran again, once in the history
+    assert run.rows("val")[-1]["accuracy"] > 0.8
+
+
+def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
+    with pytest.raises(BigModelError, match="needs 2 GPUs but the Ray cluster has 0"):
+        DistributedRun(mlp(), digits, TrainConfig(), workers=2, gpus_per_worker=1)
+    with pytest.raises(BigModelError, match="3 workers need 3 CPUs but the Ray cluster has 2"):
+        DistributedRun(mlp(), digits, TrainConfig(batch_size=66), workers=3)
+    with pytest.raises(BigModelError, match="must split evenly over 2 workers"):
+        DistributedRun(mlp(), digits, TrainConfig(batch_size=65), workers=2)
+    with pytest.raises(BigModelError, match="cannot be paused"):
+        DistributedRun(mlp(), digits, TrainConfig(), workers=2).pause()
+
+
+def test_an_unreachable_cluster_or_missing_ray_is_one_sentence(digits, monkeypatch):
+    from bigmodel_nb.engine import distributed
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    t0 = time.monotonic()
+    with pytest.raises(BigModelError, match="No Ray cluster answers at '127.0.0.1:1' within 5 s"):
+        distributed.connect("127.0.0.1:1")
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(BigModelError, match=r"pip install 'bigmodel-nb\[distributed\]'"):
+        distributed.import_ray()
