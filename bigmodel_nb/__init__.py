@@ -34,9 +34,11 @@ def __getattr__(name: str):
 
 def train(model, data, *, background: bool = False, quiet: bool = False, name: str = "run", callbacks=(),
           optimizer=None, from_=None, new_head: int | None = None, freeze: str | None = None,
-          unfreeze_after: int | None = None, **options):
+          unfreeze_after: int | None = None, workers: int | None = None, gpus_per_worker: float = 0,
+          cluster: str | None = None, strategy: str = "ddp", **options):
     """Train with the live dashboard when in a notebook (text progress elsewhere); same options as %%train
-    (``--from`` is ``from_=``). Example: ``run = bigmodel_nb.train(model, "digits", epochs=5, lr=1e-3)``
+    (``--from`` is ``from_=``; ``workers=N`` trains on Ray Train workers).
+    Example: ``run = bigmodel_nb.train(model, "digits", epochs=5, lr=1e-3)``
     """
     from .engine.trainer import TrainConfig
     from .ui.controls import launch
@@ -47,8 +49,10 @@ def train(model, data, *, background: bool = False, quiet: bool = False, name: s
         setup = prepare(model, from_=from_, new_head=new_head, freeze=freeze, unfreeze_after=unfreeze_after)
         callbacks = [*setup.callbacks, *callbacks]
 
+    distributed = None if workers is None else {"workers": workers, "gpus_per_worker": gpus_per_worker,
+                                                 "cluster": cluster, "strategy": strategy}
     return launch(model, data, TrainConfig(**options), name=name, callbacks=callbacks, background=background,
-                  quiet=quiet, optimizer=optimizer)
+                  quiet=quiet, optimizer=optimizer, distributed=distributed)
 
 
 def lr_find(model, data, *, show: bool = True, **options):

@@ -99,6 +99,11 @@ def test_background_returns_at_once_and_rerun_stops_the_old_run(ip, capsys):
     ("--data digits --device tpu", MLP, "tpu"),
     ("--data digits --resume", MLP, "--resume needs --checkpoint"),
     ("--data digits", "model = 3", "Expected a torch.nn.Module"),
+    ("--data digits --accumulate 0", MLP, "--accumulate must be a positive whole number"),
+    ("--data digits --batch-size lots", MLP, "argument --batch-size: invalid int value: 'lots'"),
+    ("--data digits --cluster 10.0.0.5:6379", MLP, "go with --workers N; add it"),
+    ("--data digits --strategy zero", MLP, "invalid choice: 'zero'"),
+    ("--data digits --activation-checkpointing", MLP, "--activation-checkpointing works on the zoo's GPT"),
 ])
 def test_bad_input_is_one_sentence(ip, line, cell, message):
     with pytest.raises(UsageError, match=message) as info:

@@ -22,12 +22,14 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .errors import BigModelError, describe_exception
 from .run import Run
+from .trainer import TrainConfig
 
 # Bounded waits when a cluster address does not answer (Ray's defaults retry for ~14 minutes).
 # Two of these are read when `ray` is first imported, so they are set before that.
@@ -88,6 +90,8 @@ class DistributedRun(Run):
     def __init__(self, model, data, config=None, callbacks=(), *, workers: int, gpus_per_worker: float = 0,
                  cluster: str | None = None, strategy: str = "ddp", max_failures: int = 1, name: str = "run",
                  optimizer=None):
+        if isinstance(optimizer, str):  # a name, as bigmodel_nb.train(..., optimizer="sgd") passes it
+            config, optimizer = replace(config or TrainConfig(), optimizer=optimizer), None
         if optimizer is not None:
             raise BigModelError("--workers builds the optimizer on every worker from --optimizer; "
                                 "leave `optimizer` out of the cell.")

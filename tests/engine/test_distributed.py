@@ -1,6 +1,5 @@
 """Training on Ray Train workers (a local CPU cluster, gloo): same trajectory as one process, rows
 streamed live, weights back in the notebook, a dead worker resumed from the checkpoint, and bad input."""
-import copy
 import os
 import sys
 import time
@@ -47,23 +46,6 @@ class Live(Callback):
         self.rows.append((logs["step"], run.status))
 
 
-def test_two_workers_follow_the_single_process_trajectory_and_stream_rows_live(digits, tmp_path):
-    config = dict(epochs=2, seed=0, optimizer="sgd", lr=0.1, batch_size=64)
-    live = Live()
-    run = DistributedRun(mlp(), digits, TrainConfig(checkpoint=str(tmp_path), **config), workers=2)
-    run.run_here([live])
-    single = Run(mlp(), digits, TrainConfig(**config)).run_here()
-    assert run.status == "completed", run.error
-    # Tolerance: float sums in another order (the workers' gradients are all-reduced).
-    for a, b in zip(run.rows("train"), single.rows("train"), strict=True):
-        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    assert [r["step"] for r in run.rows("val")] == [20, 40]
-    for p, q in zip(run.model.parameters(), single.model.parameters()):  # the trained weights came back
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    assert live.rows and all(status == "running" for _, status in live.rows)  # while fit() was going
-    assert any(p.name.startswith("checkpoint_") for p in tmp_path.rglob("checkpoint_*"))
-
-
 class DiesOnce(nn.Module):
     """An MLP whose rank-1 copy kills its process once, in the second epoch (a lost machine)."""
 
@@ -83,15 +65,26 @@ class DiesOnce(nn.Module):
         return self.net(x)
 
 
-def test_a_dead_worker_is_restarted_from_the_last_checkpoint_and_the_run_finishes(digits, tmp_path):
-    run = DistributedRun(DiesOnce(tmp_path / "died"), digits, TrainConfig(epochs=3, seed=0, optimizer="sgd", lr=0.1,
-                                                                          checkpoint=str(tmp_path / "ckpt")), workers=2)
-    run.run_here()
-    assert (tmp_path / "died").exists()
+def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path):
+    """One Ray run (they take ~40 s each here) checks it all: a worker dies in epoch 2, the group restarts
+    from the epoch-1 checkpoint, and the finished run still equals one process with the same global batch."""
+    config = dict(epochs=3, seed=0, optimizer="sgd", lr=0.1, batch_size=64)
+    live = Live()
+    run = DistributedRun(DiesOnce(tmp_path / "died"), digits, TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config),
+                         workers=2)
+    run.run_here([live])
+    single = Run(mlp(), digits, TrainConfig(**config)).run_here()
     assert run.status == "completed", run.error
-    assert run.restarts == 1 and any("restarted from the checkpoint at step 20" in n for n in run.notes)
-    assert [r["step"] for r in run.rows("val")] == [20, 40, 60]  # epoch 2 ran again, once in the history
-    assert run.rows("val")[-1]["accuracy"] > 0.8
+    assert (tmp_path / "died").exists() and run.restarts == 1
+    assert any("restarted from the checkpoint at step 20" in n for n in run.notes)
+    # Tolerance: float sums in another order (the workers' gradients are all-reduced).
+    for a, b in zip(run.rows("train"), single.rows("train"), strict=True):  # epoch 2 is in the history once
+        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert [r["step"] for r in run.rows("val")] == [20, 40, 60]
+    for p, q in zip(run.model.net.parameters(), single.model.parameters()):  # the trained weights came back
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert live.rows and all(status == "running" for _, status in live.rows)  # while fit() was going
+    assert list((tmp_path / "ckpt").rglob("checkpoint_*"))
 
 
 def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
