@@ -118,7 +118,8 @@ def check(args) -> None:
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="binder-check-"))
     try:
-        repo, venv, home = work / "repo", work / "venv", work / "home"
+        repo, home = work / "repo", work / "home"
+        venv = Path(args.venv).resolve() if args.venv else work / "venv"
         home.mkdir()
         copy_checkout(repo)
         req_src = Path(args.requirements).resolve() if args.requirements else repo / "binder" / "requirements.txt"
@@ -140,21 +141,30 @@ def check(args) -> None:
         env.pop("JUPYTER_PATH", None)
         py = str(bindir / "python")
 
-        t = time.monotonic()
-        say(f"creating a fresh venv with {sys.executable} (Python {sys.version.split()[0]})")
-        run([sys.executable, "-m", "venv", str(venv)], cwd=work, env=env, what="python -m venv")
-        say("pip install -r binder/requirements.txt (alone)")
-        run([py, "-m", "pip", "install", "--progress-bar", "off", "-r", str(req)],
-            cwd=repo, env=env, capture=True, what="pip install -r binder/requirements.txt")
-        say(f"  installed in {time.monotonic() - t:.0f} s")
-
         post_build = repo / "binder" / "postBuild"
-        if post_build.exists():
-            say("running binder/postBuild")
-            post_build.chmod(post_build.stat().st_mode | 0o111)  # repo2docker does chmod +x too
-            out = run(["./binder/postBuild"], cwd=repo, env=env, capture=True, what="binder/postBuild")
-            last = [ln for ln in out.splitlines() if ln.startswith("Successfully installed")]
-            say(f"  postBuild: {last[-1] if last else 'done'}")
+        # --venv: a venv built earlier from the very same files (CI builds it while the tests run) is reused.
+        stamp, built_from = venv / ".binder-check", req.read_text() + (post_build.read_text() if post_build.exists() else "")
+        if stamp.exists() and stamp.read_text() == built_from:
+            say(f"reusing {venv}, built from the same binder/requirements.txt and postBuild")
+        else:
+            shutil.rmtree(venv, ignore_errors=True)
+            t = time.monotonic()
+            say(f"creating a fresh venv with {sys.executable} (Python {sys.version.split()[0]})")
+            run([sys.executable, "-m", "venv", str(venv)], cwd=work, env=env, what="python -m venv")
+            say("pip install -r binder/requirements.txt (alone)")
+            run([py, "-m", "pip", "install", "--progress-bar", "off", "-r", str(req)],
+                cwd=repo, env=env, capture=True, what="pip install -r binder/requirements.txt")
+            say(f"  installed in {time.monotonic() - t:.0f} s")
+            if post_build.exists():
+                say("running binder/postBuild")
+                post_build.chmod(post_build.stat().st_mode | 0o111)  # repo2docker does chmod +x too
+                out = run(["./binder/postBuild"], cwd=repo, env=env, capture=True, what="binder/postBuild")
+                last = [ln for ln in out.splitlines() if ln.startswith("Successfully installed")]
+                say(f"  postBuild: {last[-1] if last else 'done'}")
+            stamp.write_text(built_from)
+        if args.build_only:
+            say(f"built {venv}; run again with --venv {venv} to check it")
+            return
 
         out = run([py, "-m", "pip", "check"], cwd=work, env=env, capture=True,
                   what="pip check (a runtime dependency missing from binder/requirements.txt?)")
@@ -230,6 +240,8 @@ def main() -> int:
     ap.add_argument("--notebooks", default="notebooks/0*.ipynb", help="glob, relative to the repository")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per cell (default 300)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (venv, executed notebooks)")
+    ap.add_argument("--venv", help="build the venv here (kept), or reuse the one built here from the same files")
+    ap.add_argument("--build-only", action="store_true", help="build the venv and stop (CI: while the tests run)")
     args = ap.parse_args()
     try:
         check(args)
