@@ -35,6 +35,13 @@ def default_lr(name: str) -> float:
     return OPTIMIZERS[name][2] if name in OPTIMIZERS else 1e-3
 
 
+def on_cuda(params) -> bool:
+    """True when every parameter lives on a CUDA device (where fused Adam/AdamW kernels exist)."""
+    tensors = [p["params"] if isinstance(p, dict) else [p] for p in params]
+    flat = [t for group in tensors for t in group]
+    return bool(flat) and all(t.is_cuda for t in flat)
+
+
 def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | None = None,
                    **extra) -> torch.optim.Optimizer:
     """Build an optimizer from a name, an instance, or a factory ``params -> Optimizer``.
@@ -50,6 +57,9 @@ def make_optimizer(spec, params, lr: float | None = None, weight_decay: float | 
         raise _unknown("optimizer", name, OPTIMIZERS)
     cls, fixed, lr0 = OPTIMIZERS[name]
     kwargs = {**fixed, **extra}
+    params = list(params)
+    if cls in (torch.optim.Adam, torch.optim.AdamW) and "fused" not in kwargs and on_cuda(params):
+        kwargs["fused"] = True  # one kernel for the whole update instead of several per tensor group
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
     return cls(params, lr=lr0 if lr is None else lr, **kwargs)

@@ -369,37 +369,31 @@ class LabPage:
 # ----------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def jupyter_server():
+def _serve(app: str, package: str, what: str):
+    """A server of `app` ("lab" or "notebook") in a temp dir for the session, removed afterwards."""
     try:
-        import jupyterlab  # noqa: F401
+        __import__(package)
     except ImportError:
-        _unavailable("jupyterlab is not installed in this environment")
-    base = Path(tempfile.mkdtemp(prefix="bigmodel-nb-lab-"))
-    server = JupyterServer(base)
+        _unavailable(f"{what} is not installed in this environment")
+    base = Path(tempfile.mkdtemp(prefix=f"bigmodel-nb-{app}-"))
+    server = JupyterServer(base, app=app)
     try:
         server.start()
         yield server
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def jupyter_server():
+    yield from _serve("lab", "jupyterlab", "jupyterlab")
 
 
 @pytest.fixture(scope="session")
 def notebook7_server():
     """A Notebook 7 server (``jupyter notebook``), like ``jupyter_server``."""
-    try:
-        import notebook  # noqa: F401
-    except ImportError:
-        _unavailable("Notebook 7 (the `notebook` package) is not installed in this environment")
-    base = Path(tempfile.mkdtemp(prefix="bigmodel-nb-nb7-"))
-    server = JupyterServer(base, app="notebook")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    yield from _serve("notebook", "notebook", "Notebook 7 (the `notebook` package)")
 
 
 @pytest.fixture

@@ -62,3 +62,14 @@ def test_a_callable_schedule_is_used_as_given():
     opt.step()
     sched.step()
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_adam_and_adamw_use_the_fused_kernel_on_cuda_only(monkeypatch):
+    from bigmodel_nb.engine import optim
+
+    params = [torch.nn.Parameter(torch.randn(3))]
+    assert not make_optimizer("adamw", params).defaults.get("fused")  # CPU: the default (foreach) path
+    monkeypatch.setattr(optim, "on_cuda", lambda params: True)  # as if on a GPU; fused runs on CPU too
+    assert make_optimizer("adamw", params).defaults["fused"] is True
+    assert make_optimizer("adam", params).defaults["fused"] is True
+    assert "fused" not in make_optimizer("sgd", params).defaults or not make_optimizer("sgd", params).defaults["fused"]
