@@ -178,13 +178,13 @@ class DistributedRun(Run):
             thread.join()
             updates.shutdown()
             control.shutdown()
+            self.model.to(self.device)  # it went to the CPU to be shipped; failed or not, it comes back
         if "error" in outcome:
             self._fail(f"Ray Train failed: {_worker_error(outcome['error'])}")
             return
         state = outcome["result"].return_value
         if state:
             self.model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
-        self.model.to(self.device)
 
     def _planned_steps(self) -> int:
         from .trainer import optimizer_steps, plan
