@@ -115,12 +115,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and ("out of memory" in str(exc).lower() or "can't allocate memory" in str(exc)))
 
 
-def free_memory(model: torch.nn.Module, optimizer=None) -> None:
+def free_memory(model: torch.nn.Module) -> None:
     """Drop gradients and cached blocks after an out-of-memory error, so the notebook can go on."""
-    if optimizer is not None:
-        optimizer.zero_grad(set_to_none=True)
-    else:
-        model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -268,12 +268,12 @@ class Loop:
     def _guarded_step(self, micro_batches: list, meter: _Meter) -> bool:
         """`train_step`, turning out-of-memory and compile errors into a failed run with one sentence."""
         first = self.run.step == 0 and self.run.config.compile
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if first else 0.0  # no clock read in the ordinary step
         try:
             self.train_step(micro_batches, meter)
         except Exception as exc:
             if is_out_of_memory(exc):
-                free_memory(self.model, self.optimizer)
+                free_memory(self.model)
                 self.run._fail(out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data))
                 return False
             if first:
