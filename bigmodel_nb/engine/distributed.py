@@ -17,6 +17,7 @@ Ray is optional: ``pip install bigmodel-nb[distributed]``.
 """
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import tempfile
@@ -225,11 +226,14 @@ def train_worker(cfg: dict) -> dict | None:
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_optimizer_state_dict)
 
     from .optim import make_optimizer, make_schedule
     from .trainer import (count_correct, evaluate_model, forward_loss, optimizer_steps, plan, resolve_loss,
                           takes_targets)
 
+    FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config, data, updates = cfg["config"], cfg["data"], cfg["updates"]
@@ -246,11 +250,14 @@ def train_worker(cfg: dict) -> dict | None:
         step, start_epoch = int(saved["step"]), int(saved["epoch"])
         if rank == 0:
             updates.put({"kind": "restart", "step": step})
+    # FSDP shards the model in place (and it cannot be deep-copied after), so rank 0 keeps an unsharded
+    # twin to evaluate with; under DDP the model itself stays whole.
+    plain = copy.deepcopy(model) if cfg["strategy"] == "fsdp" and rank == 0 else model
     wrapped = _wrap(model, cfg["strategy"], device)  # before the optimizer: FSDP replaces the parameters
     optimizer = make_optimizer(config.optimizer, wrapped.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = make_schedule(config.schedule, optimizer, total, config.warmup)
-    if saved is not None and cfg["strategy"] == "ddp":
-        optimizer.load_state_dict(saved["optimizer"])
+    if saved is not None:
+        set_optimizer_state_dict(wrapped, optimizer, saved["optimizer"], options=FULL)
         if schedule is not None and saved.get("schedule"):
             schedule.load_state_dict(saved["schedule"])
     loss_fn, with_targets = resolve_loss(config.loss, data.task), takes_targets(model)
@@ -258,6 +265,7 @@ def train_worker(cfg: dict) -> dict | None:
     local = config.batch_size // world
     stop = torch.zeros(1, device=device)
     wrapped.train()
+    state = None
     for epoch in range(start_epoch, epochs):
         sums, since = torch.zeros(4, device=device), time.perf_counter()  # loss·n, n, correct, targets
         for x, y in data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch):
@@ -294,15 +302,20 @@ def train_worker(cfg: dict) -> dict | None:
                 sums, since = torch.zeros(4, device=device), time.perf_counter()
             if stop[0] or step >= total:
                 break
-        full = _full_state(wrapped, model, cfg["strategy"])  # a collective under FSDP: every rank calls it
+        # Collectives under FSDP: every rank calls them.
+        state = get_model_state_dict(wrapped, options=FULL)
+        optimizer_state = get_optimizer_state_dict(wrapped, optimizer, options=FULL)
         if rank == 0 and data.val is not None and len(data.val):
-            val = evaluate_model(model if cfg["strategy"] == "ddp" else _plain_copy(model, full), data.val,
-                                 batch_size=max(256, config.batch_size), device=device, loss_fn=loss_fn, task=data.task)
+            if plain is not model:
+                plain.load_state_dict(state)
+            val = evaluate_model(plain, data.val, batch_size=max(256, config.batch_size), device=device,
+                                 loss_fn=loss_fn, task=data.task)
             updates.put({"kind": "val", "step": step, "epoch": epoch + 1, "split": "val", **val})
-        _report(rank, step, epoch + 1, full, optimizer if cfg["strategy"] == "ddp" else None, schedule)
+        _report(rank, step, epoch + 1, state, optimizer_state, schedule)
         if stop[0] or step >= total:
             break
-    state = _full_state(wrapped, model, cfg["strategy"], to_cpu=True)
+    if state is None:  # restarted after the last epoch's checkpoint: nothing left to train
+        state = get_model_state_dict(wrapped, options=FULL)
     return {k: v.numpy() for k, v in state.items()} if rank == 0 else None  # Ray returns no tensors
 
 
@@ -319,23 +332,7 @@ def _wrap(model, strategy: str, device):
     return fully_shard(model)
 
 
-def _full_state(wrapped, model, strategy: str, to_cpu: bool = False) -> dict:
-    if strategy == "ddp":
-        return {k: (v.detach().cpu() if to_cpu else v.detach().clone()) for k, v in model.state_dict().items()}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _plain_copy(model, state: dict):
-    import copy
-
-    plain = copy.deepcopy(model)
-    plain.load_state_dict(state)
-    return plain
-
-
-def _report(rank: int, step: int, epoch: int, state: dict, optimizer, schedule) -> None:
+def _report(rank: int, step: int, epoch: int, state: dict, optimizer_state: dict, schedule) -> None:
     """Each epoch: every rank reports (a barrier); rank 0 attaches the checkpoint a restart resumes from."""
     import ray.train
 
@@ -343,6 +340,6 @@ def _report(rank: int, step: int, epoch: int, state: dict, optimizer, schedule) 
         ray.train.report({"step": step, "epoch": epoch}, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as folder:
-        torch.save({"model": state, "optimizer": optimizer.state_dict() if optimizer else None, "step": step, "epoch": epoch,
+        torch.save({"model": state, "optimizer": optimizer_state, "step": step, "epoch": epoch,
                     "schedule": schedule.state_dict() if schedule is not None else None}, Path(folder) / "state.pt")
         ray.train.report({"step": step, "epoch": epoch}, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -65,13 +65,15 @@ class DiesOnce(nn.Module):
         return self.net(x)
 
 
-def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path):
-    """One Ray run (they take ~40 s each here) checks it all: a worker dies in epoch 2, the group restarts
-    from the epoch-1 checkpoint, and the finished run still equals one process with the same global batch."""
-    config = dict(epochs=3, seed=0, optimizer="sgd", lr=0.1, batch_size=64)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path, strategy):
+    """One Ray run per strategy (~50 s each here) checks it all: a worker dies in epoch 2, the group restarts
+    from the epoch-1 checkpoint (weights and Adam's moments, sharded again under FSDP), and the finished run
+    still equals one process with the same global batch."""
+    config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=64)
     live = Live()
     run = DistributedRun(DiesOnce(tmp_path / "died"), digits, TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config),
-                         workers=2)
+                         workers=2, strategy=strategy)
     run.run_here([live])
     single = Run(mlp(), digits, TrainConfig(**config)).run_here()
     assert run.status == "completed", run.error
@@ -82,7 +84,7 @@ def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_work
         assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert [r["step"] for r in run.rows("val")] == [20, 40, 60]
     for p, q in zip(run.model.net.parameters(), single.model.parameters()):  # the trained weights came back
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert live.rows and all(status == "running" for _, status in live.rows)  # while fit() was going
     assert list((tmp_path / "ckpt").rglob("checkpoint_*"))
 
