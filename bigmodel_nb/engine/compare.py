@@ -22,9 +22,10 @@ from torch.func import functional_call, vmap
 from .data import as_bundle
 from .device import resolve_amp, resolve_device
 from .errors import BigModelError
+from .forward import preflight, resolve_loss, takes_targets
 from .optim import OPTIMIZERS, _unknown, default_lr, make_optimizer
 from .run import Run
-from .trainer import Callback, TrainConfig, plan, preflight, resolve_loss, takes_targets
+from .trainer import Callback, TrainConfig, plan
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .compress_steps import fmt_bytes, is_plain, logits_of
 from .errors import BigModelError
-from .trainer import evaluate_model, resolve_loss
+from .forward import evaluate_model, resolve_loss
 
 
 # -- the report -----------------------------------------------------------------------------------

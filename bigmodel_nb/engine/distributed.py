@@ -229,9 +229,9 @@ def train_worker(cfg: dict) -> dict | None:
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict, set_optimizer_state_dict)
 
+    from .forward import count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
     from .optim import make_optimizer, make_schedule
-    from .trainer import (count_correct, evaluate_model, forward_loss, optimizer_steps, plan, resolve_loss,
-                          takes_targets)
+    from .trainer import optimizer_steps, plan
 
     FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
     context = ray.train.get_context()

@@ -12,8 +12,9 @@ import torch
 from .data import as_bundle
 from .device import resolve_amp, resolve_device
 from .errors import BigModelError
+from .forward import autocast, forward_loss, preflight, resolve_loss, takes_targets
 from .optim import make_optimizer
-from .trainer import TrainConfig, autocast, forward_loss, preflight, resolve_loss, takes_targets
+from .trainer import TrainConfig
 
 
 @dataclass

@@ -17,9 +17,10 @@ from . import checkpoint as ckpt
 from .data import as_bundle
 from .device import resolve_amp, resolve_device
 from .errors import BigModelError, describe_exception
+from .forward import evaluate_model, preflight, resolve_loss
 from .optim import make_optimizer, make_schedule
 from . import scale
-from .trainer import Callback, Loop, TrainConfig, evaluate_model, optimizer_steps, plan, preflight, resolve_loss
+from .trainer import Callback, Loop, TrainConfig, optimizer_steps, plan
 
 log = logging.getLogger("bigmodel_nb")
 

@@ -166,7 +166,7 @@ def auto_batch_size(model: torch.nn.Module, data, device: torch.device, amp=None
 
     Example: ``auto_batch_size(model, load_dataset("digits"), torch.device("cuda"))``
     """
-    from .trainer import autocast, forward_loss, resolve_loss, takes_targets
+    from .forward import autocast, forward_loss, resolve_loss, takes_targets
 
     start = 1 << int(math.log2(max(1, min(cap, len(data.train)))))
     try:
