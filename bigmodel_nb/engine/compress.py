@@ -16,7 +16,7 @@ Steps (dataclasses below; ``("prune", {"ratio": 0.5})`` tuples and ``steps_from_
 - `Finetune(epochs, lr=None)` — recovery training after pruning (zeros from unstructured pruning
   are kept at zero).
 - `Distill(student, temperature=None, alpha=None, epochs=None)` — trains the student against the
-  current model as frozen teacher (loss and details in compress_steps.py); the student becomes
+  current model as frozen teacher (loss and details in distill.py); the student becomes
   the current model.
 - `Quantize(mode, backend="auto")` — ``int8`` (dynamic: int8 weights, activations quantized per
   batch, int8 matmuls), ``int8-weight`` (torchao weight-only: int8 storage, fp matmuls), ``fp16`` /
@@ -39,9 +39,9 @@ from torch import nn
 
 from .compress_report import (CastInputs, CompressionReport, StageMeter, count_weights, flat_state, measure_latency,
                               write_weights)
-from .compress_steps import (Distiller, check_student, check_temperature_alpha, distillation_loss, prune_structured,
-                             prune_unstructured, quant_backend, quantize_model, torch_pruning)
+from .compress_steps import prune_structured, prune_unstructured, quant_backend, quantize_model, torch_pruning
 from .data import as_bundle
+from .distill import Distiller, check_student, check_temperature_alpha, distillation_loss
 from .errors import BigModelError, describe_exception
 from .run import Run
 from .trainer import Callback, TrainConfig

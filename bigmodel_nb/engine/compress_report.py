@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .compress_steps import fmt_bytes, is_plain, logits_of
+from .compress_steps import fmt_bytes, is_plain
+from .distill import logits_of
 from .errors import BigModelError
 from .forward import evaluate_model, resolve_loss
 

@@ -5,14 +5,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
 from bigmodel_nb.engine import BigModelError, fit, load_dataset, load_weights
 from bigmodel_nb.engine.compress import (Distill, Finetune, Prune, Quantize, compress, count_weights, parse_steps,
                                          steps_from_flags)
-from bigmodel_nb.engine.compress_steps import Distiller, distillation_loss
 from bigmodel_nb.engine.trainer import Callback
 from bigmodel_nb.models import GPT, GPTConfig
 
@@ -134,30 +132,6 @@ def test_a_transformer_encoder_layer_quantizes_and_runs_off_its_fast_path():
     with torch.no_grad():
         assert (report.model(x) - model(x)).abs().max() < 0.1
     assert report.stages[1]["size_ratio"] > 1.4  # int8 Linear weights; attention's in_proj stays float
-
-
-def test_distillation_loss_is_the_hinton_formula():
-    torch.manual_seed(0)
-    zs, zt, y = torch.randn(6, 5), torch.randn(6, 5), torch.randint(0, 5, (6,))
-    T, a = 3.0, 0.6
-    pt, ps = F.softmax(zt / T, -1), F.softmax(zs / T, -1)
-    kl = (pt * (pt.log() - ps.log())).sum(-1).mean()
-    ce = -F.log_softmax(zs, -1)[torch.arange(6), y].mean()
-    assert distillation_loss(zs, zt, y, T, a).item() == pytest.approx((a * T * T * kl + (1 - a) * ce).item(), rel=1e-5)
-    # sequence logits [B, T, V] average over tokens
-    zs3, zt3, y3 = zs.view(2, 3, 5), zt.view(2, 3, 5), y.view(2, 3)
-    assert distillation_loss(zs3, zt3, y3, T, a).item() == pytest.approx(distillation_loss(zs, zt, y, T, a).item())
-
-
-def test_the_teacher_stays_frozen_and_out_of_the_optimizer():
-    student, teacher = mlp(16), mlp(32, seed=1)
-    d = Distiller(student, teacher)
-    assert {id(p) for p in d.parameters()} == {id(p) for p in student.parameters()}
-    d.train()
-    assert not teacher.training
-    logits, loss = d(torch.randn(4, 64), torch.tensor([1, 2, 3, 4]))
-    loss.backward()
-    assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_a_distilled_student_trains_and_goes_on(teacher, digits):
