@@ -17,6 +17,7 @@ Ray is optional: ``pip install bigmodel-nb[distributed]``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -118,6 +119,9 @@ class DistributedRun(Run):
 
     def _check_resources(self) -> None:
         """Ask for what the cluster has: Ray would otherwise wait for it forever."""
+        if 0 < self.gpus_per_worker < 1 and self.workers > 1:
+            raise BigModelError(f"--gpus-per-worker {self.gpus_per_worker:g} would put several workers on one GPU, "
+                                "which NCCL refuses; use --gpus-per-worker 1 (one GPU each) or 0 (CPUs).")
         have = self.ray.cluster_resources()
         if self.gpus_per_worker and have.get("GPU", 0) < self.workers * self.gpus_per_worker:
             raise BigModelError(f"--gpus-per-worker {self.gpus_per_worker:g} × {self.workers} workers needs "
@@ -229,9 +233,10 @@ def train_worker(cfg: dict) -> dict | None:
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict, set_optimizer_state_dict)
 
-    from .forward import count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
+    from .device import resolve_amp
+    from .forward import autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
     from .optim import make_optimizer, make_schedule
-    from .trainer import optimizer_steps, plan
+    from .trainer import _groups, optimizer_steps, plan
 
     FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
     context = ray.train.get_context()
@@ -240,7 +245,7 @@ def train_worker(cfg: dict) -> dict | None:
     device = ray.train.torch.get_device()
     model = cfg["model"].to(device)
     steps_per_epoch = optimizer_steps(config, data.train)
-    epochs, total = plan(config, steps_per_epoch)
+    epochs, total_steps = plan(config, steps_per_epoch)
     step, start_epoch, saved = 0, 0, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restart after a failure: carry on from the last epoch saved
@@ -255,43 +260,63 @@ def train_worker(cfg: dict) -> dict | None:
     plain = copy.deepcopy(model) if cfg["strategy"] == "fsdp" and rank == 0 else model
     wrapped = _wrap(model, cfg["strategy"], device)  # before the optimizer: FSDP replaces the parameters
     optimizer = make_optimizer(config.optimizer, wrapped.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = make_schedule(config.schedule, optimizer, total, config.warmup)
+    schedule = make_schedule(config.schedule, optimizer, total_steps, config.warmup)
     if saved is not None:
         set_optimizer_state_dict(wrapped, optimizer, saved["optimizer"], options=FULL)
         if schedule is not None and saved.get("schedule"):
             schedule.load_state_dict(saved["schedule"])
     loss_fn, with_targets = resolve_loss(config.loss, data.task), takes_targets(model)
+    amp = resolve_amp(config.amp, device)  # the workers' device decides, not the notebook's
+    scaler = torch.amp.GradScaler(device.type) if amp.use_scaler else None
     classify = data.task == "classification"
     local = config.batch_size // world
-    stop = torch.zeros(1, device=device)
+    stopping = False
     wrapped.train()
     state = None
     for epoch in range(start_epoch, epochs):
         sums, since = torch.zeros(4, device=device), time.perf_counter()  # loss·n, n, correct, targets
-        for x, y in data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch):
-            batch = len(x)
-            x, y = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]  # this worker's slice
+        batches = data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch)
+        for group in _groups(batches, max(1, config.accumulate)):  # one optimizer step per group
+            total = sum(len(x) for x, _ in group)  # global samples in this step
             lr = optimizer.param_groups[0]["lr"]
-            logits, loss = forward_loss(wrapped, x, y, loss_fn, with_targets)
             optimizer.zero_grad(set_to_none=True)
-            # DDP/FSDP average the workers' gradients; weighting each by its share of the batch makes that
-            # the gradient of the whole batch even when the last batch splits unevenly (or leaves one empty).
-            (loss * (len(x) * world / batch) if len(x) else loss * 0).backward()
+            for i, (x, y) in enumerate(group):
+                x, y = x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]  # this worker's slice
+                with _gradient_sync(wrapped, i == len(group) - 1):
+                    with autocast(device, amp):
+                        logits, loss = forward_loss(wrapped, x, y, loss_fn, with_targets)
+                    # DDP/FSDP average the workers' gradients; weighting each by its share of the step's samples
+                    # makes that the gradient of the whole (accumulated) batch even when the last batch splits
+                    # unevenly or leaves a worker empty.
+                    # (An empty slice's mean loss is NaN; times 0 it still joins the gradient all-reduce.)
+                    share = loss * (len(x) * world / total) if len(x) else loss * 0
+                    (scaler.scale(share) if scaler is not None else share).backward()
+                if not len(x):
+                    continue
+                sums[0] += loss.detach().float() * len(x)  # Python numbers: no host-to-device copy, no sync
+                sums[1] += len(x)
+                if classify:
+                    correct, targets = count_correct(logits.detach(), y)
+                    sums[2] += correct
+                    sums[3] += targets
+            if scaler is not None and config.grad_clip:
+                scaler.unscale_(optimizer)
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             if schedule is not None and not isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 schedule.step()
             step += 1
-            correct, targets = count_correct(logits.detach(), y) if classify else (torch.zeros((), device=device), 0)
-            sums += torch.stack([loss.detach().float() * len(x), torch.tensor(float(len(x)), device=device),
-                                 correct.float(), torch.tensor(float(targets), device=device)])
-            last = step % steps_per_epoch == 0 or step >= total
+            last = step % steps_per_epoch == 0 or step >= total_steps
             if step % config.log_every == 0 or last:
                 dist.all_reduce(sums)  # the global batch's loss, as one process would log it
-                if rank == 0:
-                    stop[0] = float(cfg["control"].qsize() > 0)
+                stop = torch.tensor([float(rank == 0 and cfg["control"].qsize() > 0)], device=device)
                 dist.broadcast(stop, 0)  # every rank stops at the same step
+                stopping = bool(stop.item())  # read only at a logging step: no sync in ordinary steps
                 if rank == 0:
                     row = {"kind": "train", "step": step, "epoch": epoch + 1, "lr": lr, "split": "train",
                            "loss": (sums[0] / sums[1]).item(),
@@ -300,7 +325,7 @@ def train_worker(cfg: dict) -> dict | None:
                         row["accuracy"] = (sums[2] / sums[3]).item()
                     updates.put(row)
                 sums, since = torch.zeros(4, device=device), time.perf_counter()
-            if stop[0] or step >= total:
+            if stopping or step >= total_steps:
                 break
         # Collectives under FSDP: every rank calls them.
         state = get_model_state_dict(wrapped, options=FULL)
@@ -309,10 +334,10 @@ def train_worker(cfg: dict) -> dict | None:
             if plain is not model:
                 plain.load_state_dict(state)
             val = evaluate_model(plain, data.val, batch_size=max(256, config.batch_size), device=device,
-                                 loss_fn=loss_fn, task=data.task)
+                                 loss_fn=loss_fn, task=data.task, amp=amp)
             updates.put({"kind": "val", "step": step, "epoch": epoch + 1, "split": "val", **val})
         _report(rank, step, epoch + 1, state, optimizer_state, schedule)
-        if stop[0] or step >= total:
+        if stopping or step >= total_steps:
             break
     if state is None:  # restarted after the last epoch's checkpoint: nothing left to train
         state = get_model_state_dict(wrapped, options=FULL)
@@ -326,10 +351,26 @@ def _wrap(model, strategy: str, device):
         return ray.train.torch.prepare_model(model, move_to_device=False)
     from torch.distributed.fsdp import fully_shard
 
-    for module in model.modules():  # shard every block that holds parameters of its own, then the root
-        if module is not model and any(True for _ in module.parameters(recurse=False)):
-            fully_shard(module)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # Ray's prepare_model does this for DDP only
+    # One FSDP unit per repeated block (each entry of a ModuleList: a GPT's transformer blocks), then the
+    # root, which keeps the rest — embeddings and a tied output layer stay in one unit, so the tie holds.
+    sharded: list[str] = []  # bottom-up, as FSDP2 needs: only the outermost lists' blocks
+    for name, blocks in model.named_modules():
+        if isinstance(blocks, torch.nn.ModuleList) and not any(name.startswith(f"{done}.") for done in sharded):
+            for index, block in enumerate(blocks):
+                fully_shard(block)
+                sharded.append(f"{name}.{index}")
     return fully_shard(model)
+
+
+def _gradient_sync(wrapped, sync: bool):
+    """Skip the all-reduce on all but the last micro-batch of an accumulated step (DDP's no_sync, FSDP2's switch)."""
+    if hasattr(wrapped, "set_requires_gradient_sync"):
+        wrapped.set_requires_gradient_sync(sync)
+    elif not sync and hasattr(wrapped, "no_sync"):
+        return wrapped.no_sync()
+    return contextlib.nullcontext()
 
 
 def _report(rank: int, step: int, epoch: int, state: dict, optimizer_state: dict, schedule) -> None:

@@ -96,6 +96,7 @@ class _Meter:
     samples: int = 0
     targets: int = 0
     since: float = field(default_factory=time.perf_counter)
+    untimed: int = 0  # samples of a step outside the timing (the compiling one), left out of samples/s
 
     @classmethod
     def on(cls, device):

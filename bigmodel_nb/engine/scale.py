@@ -9,8 +9,10 @@ achieved FLOP/s over the device's peak dense bf16 FLOP/s (table below, from NVID
 """
 from __future__ import annotations
 
+import gc
 import importlib.util
 import math
+import re
 import shutil
 
 import torch
@@ -18,21 +20,25 @@ import torch
 from .errors import BigModelError, describe_exception
 
 # Peak dense (no sparsity) tensor-core FLOP/s at bf16 — fp16 where the GPU has no bf16.
-PEAK_FLOPS = {
-    "H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
-    "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "V100": 125e12, "T4": 65e12,
+PEAK_FLOPS = {  # dense bf16 tensor-core FLOP/s; matched on whole words of the device name, first match wins
+    "H200 NVL": 835e12, "H200": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
+    "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12, "A10": 125e12, "V100": 125e12, "T4": 65e12,
 }
 
 
 def peak_flops(device: torch.device) -> float | None:
-    """The device's peak bf16 FLOP/s from `PEAK_FLOPS`, or None (CPU, or a GPU not in the table)."""
+    """The device's peak bf16 FLOP/s from `PEAK_FLOPS`, or None (CPU, or a GPU not in the table).
+
+    Example: ``peak_flops(torch.device("cuda"))`` is 989e12 on "NVIDIA H100 80GB HBM3" (the SXM part).
+    """
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, flops in PEAK_FLOPS.items():  # most specific names first
-        if key.lower() in name.lower():
-            return flops
-    return None
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name: str) -> float | None:
+    words = set(re.split(r"[^a-z0-9]+", name.lower()))  # "A100-SXM4-80GB" -> a100, sxm4, 80gb; "L40" is not "L4"
+    return next((flops for key, flops in PEAK_FLOPS.items() if set(key.lower().split()) <= words), None)
 
 
 def transformer_shape(model: torch.nn.Module) -> tuple[int, int, int, int] | None:
@@ -54,8 +60,12 @@ def flops_per_token(model: torch.nn.Module, tokens_per_sample: int) -> float | N
     shape = transformer_shape(model)
     if shape is None:
         return None
-    layers, heads, head_size, _ = shape
-    n = sum(p.numel() for p in model.parameters())
+    layers, heads, head_size, context = shape
+    # N without the position embeddings, as nanoGPT counts it: they are looked up, not multiplied.
+    vocab = getattr(model.config, "vocab_size", None)
+    n = sum(p.numel() for p in model.parameters()) - sum(
+        m.weight.numel() for m in model.modules()
+        if isinstance(m, torch.nn.Embedding) and m.num_embeddings == context != vocab)
     return 6 * n + 12 * layers * heads * head_size * tokens_per_sample
 
 
@@ -111,13 +121,17 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> str:
 
 # -- out of memory ---------------------------------------------------------------------------------
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in str(exc).lower() or "can't allocate memory" in str(exc)))
+    """The allocator's OutOfMemoryError, or cuBLAS/cuDNN failing to allocate their workspace."""
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError) and (
+        "out of memory" in text.lower() or "can't allocate memory" in text or "ALLOC_FAILED" in text))
 
 
 def free_memory(model: torch.nn.Module) -> None:
-    """Drop gradients and cached blocks after an out-of-memory error, so the notebook can go on."""
+    """Drop gradients and cached blocks after an out-of-memory error, so the notebook can go on. Call it
+    after leaving the ``except`` block: until then the traceback's frames hold the step's activations."""
     model.zero_grad(set_to_none=True)
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -20,6 +20,8 @@ from .optim import steps_on_validation
 if TYPE_CHECKING:
     from .run import Run
 
+FINITE_COPY_ON_DEVICE = 1 << 30  # bytes of trainable weights whose NaN-restore copy stays on the GPU
+
 
 @dataclass
 class TrainConfig:
@@ -152,18 +154,20 @@ class Loop:
         try:
             self.train_step(micro_batches, meter)
         except Exception as exc:
-            if is_out_of_memory(exc):
-                free_memory(self.model)
-                self.run._fail(out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data))
-                return False
-            if first:
-                self.run._fail(compile_failure(exc))
-                return False
-            raise
-        if first:  # the first call compiles: report it apart, and keep it out of the samples/s
-            self.run.compile_time_s = time.perf_counter() - t0
-            meter.since = time.perf_counter()
-        return True
+            if not is_out_of_memory(exc):
+                if first:
+                    self.run._fail(compile_failure(exc))
+                    return False
+                raise
+        else:
+            if first:  # the first call compiles: report it apart, and keep it out of the samples/s
+                self.run.compile_time_s = time.perf_counter() - t0
+                meter.since, meter.untimed = time.perf_counter(), meter.samples
+            return True
+        # Out of memory. Freed here, not in the except block, whose traceback still holds the activations.
+        free_memory(self.model)
+        self.run._fail(out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data))
+        return False
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> None:
@@ -178,6 +182,8 @@ class Loop:
             "params": sum(p.numel() for p in model.parameters()),
         })
         self._remember_finite_weights()
+        if self.device.type == "cuda":  # the dashboard's peak is this run's, not the preflight's or --batch-size auto's
+            torch.cuda.reset_peak_memory_stats(self.device)
         meter = _Meter.on(self.device)
         for epoch in range(start_epoch, self.epochs):
             run.epoch = epoch + 1
@@ -227,7 +233,7 @@ class Loop:
                            "try a lower --lr, --grad-clip 1.0, or check the data for NaNs.")
             return False
         now = time.perf_counter()
-        logs.update(split="train", loss=loss, samples_per_s=meter.samples / max(1e-9, now - meter.since),
+        logs.update(split="train", loss=loss, samples_per_s=(meter.samples - meter.untimed) / max(1e-9, now - meter.since),
                     time=self.run.elapsed)
         if self.task == "classification":
             logs["accuracy"] = meter.correct.item() / max(1, meter.targets)
@@ -256,18 +262,22 @@ class Loop:
             self.params, self._finite_weights = params, None
             self._remember_finite_weights()
 
-    # A copy of the weights at the last tick whose loss was finite, restored if the loss blows up.
+    # A copy of the weights at the last tick whose loss was finite, restored if the loss blows up. It stays
+    # on the GPU for models up to FINITE_COPY_ON_DEVICE bytes (a device copy is ~free next to a step); bigger
+    # ones keep it in pinned host memory, copied asynchronously, so it takes no GPU memory from the batch.
     def _remember_finite_weights(self) -> None:
         with torch.no_grad():
             if self._finite_weights is None:
-                self._finite_weights = [p.detach().clone() for p in self.params]
-            else:
-                torch._foreach_copy_(self._finite_weights, [p.detach() for p in self.params])
+                size = sum(p.numel() * p.element_size() for p in self.params)
+                host = self.device.type == "cuda" and size > FINITE_COPY_ON_DEVICE
+                self._finite_weights = [torch.empty_like(p, device="cpu", pin_memory=True) if host
+                                        else torch.empty_like(p) for p in self.params]
+            torch._foreach_copy_(self._finite_weights, [p.detach() for p in self.params], non_blocking=True)
 
     def _restore_finite_weights(self) -> None:
         if self._finite_weights is not None:
             with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.params], self._finite_weights)
+                torch._foreach_copy_([p.data for p in self.params], self._finite_weights, non_blocking=True)
 
     def _emit(self, hook: str, logs: dict) -> None:
         self.run._emit(hook, logs)

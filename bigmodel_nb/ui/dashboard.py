@@ -335,6 +335,8 @@ class TrainingDashboard(Callback):
 
         tokens = run.data.input_shape[0]
         text = f"{self.samples_per_s * tokens:,.0f} tokens/s"
+        if getattr(run, "workers", None):  # summed over Ray workers whose GPUs the notebook cannot see
+            return text
         utilisation = mfu(run.model, self.samples_per_s * tokens, tokens, run.device)
         return text + (f" · MFU {utilisation:.0%}" if utilisation is not None else "")
 
@@ -382,7 +384,9 @@ class TrainingDashboard(Callback):
     def _render_status(self) -> str:
         run = self.run
         pct = 100.0 * run.step / run.total_steps if run.total_steps else 0.0
-        device = f"{run.device} · amp {run.amp.name}"
+        workers = getattr(run, "workers", None)  # a DistributedRun: the device and memory are the workers'
+        device = (f"{workers} Ray workers · amp {run.config.amp}" if workers
+                  else f"{run.device} · amp {run.amp.name} · {memory_text(run.device)}")
         line = self.progress_text() if run.status in ("running", "paused", "created") else self.summary().split("\n")[0]
         error = f'<div class="bmnb-error">{html.escape(run.error)}</div>' if run.error else ""
         params = f" · <span class='bmnb-params'>{self.params_text()}</span>" if self.counts[1] else ""
@@ -390,7 +394,6 @@ class TrainingDashboard(Callback):
             line += f" · compiled in {run.compile_time_s:.1f} s"
         notes = "".join(f"<div class='bmnb-note'>{html.escape(n)}</div>" for n in run.notes)
         return (f'{STYLE}<div class="bmnb-status bmnb-{run.status}" data-status="{run.status}" data-step="{run.step}">'
-                f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device} · "
-                f"{memory_text(run.device)}{params}"
+                f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device}{params}"
                 f'<div class="bmnb-bar"><div style="width:{pct:.2f}%"></div></div>'
                 f"<div class='bmnb-info'>{html.escape(line)}</div>{notes}{error}</div>")

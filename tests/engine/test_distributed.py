@@ -49,15 +49,15 @@ class Live(Callback):
 class DiesOnce(nn.Module):
     """An MLP whose rank-1 copy kills its process once, in the second epoch (a lost machine)."""
 
-    def __init__(self, marker):
+    def __init__(self, marker, at):
         super().__init__()
-        self.net, self.marker, self.calls = mlp(), str(marker), 0
+        self.net, self.marker, self.calls, self.at = mlp(), str(marker), 0, at
 
     def forward(self, x):
         import torch.distributed as dist
 
         self.calls += self.training
-        if (self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == 25
+        if (self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == self.at
                 and not os.path.exists(self.marker)):
             open(self.marker, "w").close()
             time.sleep(1.5)  # the controller has registered the epoch-1 checkpoint by now
@@ -65,15 +65,16 @@ class DiesOnce(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path, strategy):
+@pytest.mark.parametrize("strategy, batch_size, accumulate", [("ddp", 64, 1), ("fsdp", 32, 2)])
+def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path, strategy,
+                                                                                   batch_size, accumulate):
     """One Ray run per strategy (~50 s each here) checks it all: a worker dies in epoch 2, the group restarts
     from the epoch-1 checkpoint (weights and Adam's moments, sharded again under FSDP), and the finished run
-    still equals one process with the same global batch."""
-    config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=64)
+    still equals one process with the same global batch (accumulated over 2 micro-batches under FSDP)."""
+    config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=batch_size, accumulate=accumulate)
     live = Live()
-    run = DistributedRun(DiesOnce(tmp_path / "died"), digits, TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config),
-                         workers=2, strategy=strategy)
+    run = DistributedRun(DiesOnce(tmp_path / "died", at=25 * accumulate), digits,
+                         TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config), workers=2, strategy=strategy)
     run.run_here([live])
     single = Run(mlp(), digits, TrainConfig(**config)).run_here()
     assert run.status == "completed", run.error
@@ -92,6 +93,8 @@ def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_work
 def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
     with pytest.raises(BigModelError, match="needs 2 GPUs but the Ray cluster has 0"):
         DistributedRun(mlp(), digits, TrainConfig(), workers=2, gpus_per_worker=1)
+    with pytest.raises(BigModelError, match="several workers on one GPU, which NCCL refuses"):
+        DistributedRun(mlp(), digits, TrainConfig(), workers=2, gpus_per_worker=0.5)
     with pytest.raises(BigModelError, match="3 workers need 3 CPUs but the Ray cluster has 2"):
         DistributedRun(mlp(), digits, TrainConfig(batch_size=66), workers=3)
     with pytest.raises(BigModelError, match="must split evenly over 2 workers"):

@@ -1,5 +1,7 @@
 """Big-model features of a run: gradient accumulation, activation checkpointing, torch.compile,
 out-of-memory handling, --batch-size auto, and MFU."""
+import weakref
+
 import pytest
 import torch
 from torch import nn
@@ -73,21 +75,35 @@ class RunsOutOfMemoryAbove(nn.Module):
 
     def forward(self, x):
         if x.shape[0] > self.limit:
+            activations = torch.ones(x.shape[0], 4096)  # what the failing step had allocated
+            self.last_activations = weakref.ref(activations)
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} MiB")
         return self.net(self.norm(x))
 
 
-def test_out_of_memory_fails_the_run_with_one_sentence_and_keeps_the_weights(digits):
+def test_out_of_memory_fails_the_run_with_one_sentence_and_keeps_the_weights(digits, monkeypatch):
+    from bigmodel_nb.engine import trainer
+
     model = RunsOutOfMemoryAbove(limit=10_000)
     run = Run(model, digits, TrainConfig(batch_size=64, seed=0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.limit = 32  # preflight passed with 2 samples; the first real step does not fit
+    held = []  # whether the failed step's activations were still referenced when memory was freed
+    monkeypatch.setattr(trainer, "free_memory", lambda m: (held.append(model.last_activations() is not None),
+                                                           scale.free_memory(m)))
     run.run_here()
+    assert held == [False]  # freed after the except block, whose traceback would have kept them
     assert run.status == "failed" and run.step == 0
     assert run.error.startswith("CPU ran out of memory at batch size 64")
     assert "try --batch-size 32 or --batch-size auto" in run.error and "\n" not in run.error
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_cublas_and_cudnn_allocation_failures_count_as_out_of_memory():
+    assert scale.is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert scale.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory."))
+    assert not scale.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
 
 def test_batch_size_auto_halves_until_a_step_fits_and_restores_buffers(digits):
@@ -131,7 +147,7 @@ def test_compile_errors_are_one_sentence(digits, monkeypatch):
 
 def test_mfu_uses_nanogpts_flops_per_token_and_the_gpu_table(monkeypatch):
     model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16))
-    n = sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters()) - 16 * 32  # without the position embeddings, as nanoGPT
     assert scale.flops_per_token(model, 16) == 6 * n + 12 * 2 * 4 * 8 * 16
     assert scale.flops_per_token(mlp(), 16) is None
     assert scale.mfu(model, 1e6, 16, torch.device("cpu")) is None
@@ -140,3 +156,7 @@ def test_mfu_uses_nanogpts_flops_per_token_and_the_gpu_table(monkeypatch):
     assert scale.mfu(model, 1e9, 16, torch.device("cuda")) == pytest.approx(scale.flops_per_token(model, 16) * 1e9 / 989e12)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     assert scale.peak_flops(torch.device("cuda")) == 756e12
+    # Whole words of the name: an L40 is not an L4, an A10G is not an A10, an H200 NVL is not an H200 SXM.
+    names = {"NVIDIA L40": 181e12, "NVIDIA L4": 121e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA H200 NVL": 835e12,
+             "NVIDIA H200": 989e12, "Tesla V100-SXM2-16GB": 125e12, "NVIDIA A10G": None, "NVIDIA GeForce RTX 4090": None}
+    assert {name: scale.peak_flops_of(name) for name in names} == names
