@@ -84,9 +84,9 @@ class Split:
         A user DataLoader keeps its own order (shuffle/seed/epoch are ignored for it).
         """
         bs, device = _check_batch_size(batch_size), _normal(device)
-        if self.loader is not None:
+        if self.loader is not None:  # non-blocking: from a loader's pinned memory the copy overlaps the compute
             for batch in itertools.islice(self.loader, skip, None):
-                yield _pair(batch, device)
+                yield _pair(batch, device, non_blocking=device.type == "cuda")
             return
         n = len(self)
         # Drawn on the CPU and then moved, so CPU and GPU runs see the same order.
