@@ -265,8 +265,8 @@ def load_training_state(directory, *, model, optimizer=None, scaler=None, schedu
     if not (isinstance(extras, dict) and isinstance(extras.get("rng"), dict) and "torch" in extras["rng"]):
         raise _corrupt(opt_file, "not a bigmodel_nb training-state file")
     parts = {"optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
-    for label, obj in parts.items():
-        if obj is not None and extras.get(label) is None:
+    for label, obj in parts.items():  # a fresh GradScaler only re-learns its scale: no need to refuse
+        if obj is not None and extras.get(label) is None and label != "scaler":
             raise BigModelError(f"Checkpoint '{folder}' has no {label} state; resume without "
                                 f"a {label} or use a checkpoint saved with one.")
     if optimizer is not None:  # checked up front so a mismatch leaves the model untouched

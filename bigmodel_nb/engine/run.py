@@ -92,6 +92,8 @@ class Run:
                                         lr=config.lr, weight_decay=config.weight_decay)
         _, total = plan(config, optimizer_steps(config, self.data.train))
         self.schedule = make_schedule(config.schedule, self.optimizer, total, config.warmup)
+        # fp16 loss scaling; saved with the checkpoint, so a resumed run keeps its scale, not 2^16 again.
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
         if config.resume:
             self._load_checkpoint()
         elif config.seed is not None:
@@ -280,14 +282,14 @@ class Run:
         if not self.config.checkpoint or self._saved_step == self.step:
             return
         ckpt.save_training_state(self.config.checkpoint, model=self.model, optimizer=self.optimizer,
-                                 scheduler=self.schedule, state=self._state())
+                                 scaler=self.scaler, scheduler=self.schedule, state=self._state())
         self._saved_step = self.step
 
     def _load_checkpoint(self) -> None:
         if not self.config.checkpoint:
             raise BigModelError("--resume needs --checkpoint DIR to know where the run was saved.")
         state = ckpt.load_training_state(self.config.checkpoint, model=self.model, optimizer=self.optimizer,
-                                         scheduler=self.schedule, map_location=self.device)
+                                         scaler=self.scaler, scheduler=self.schedule, map_location=self.device)
         self.step, self.epoch = state["step"], state["epoch"]
         self.seed = state["seed"]
         self.history, self.best = list(state["history"]), state.get("best")

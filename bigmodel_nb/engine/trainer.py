@@ -104,7 +104,7 @@ class Loop:
         self.optimizer = run.optimizer
         self.schedule = run.schedule
         self.schedule_on_validation = steps_on_validation(self.schedule)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
+        self.scaler = run.scaler
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._finite_weights: list[torch.Tensor] | None = None
         # Only a callback that overrides on_after_backward costs anything per step (e.g. a gradient recorder).

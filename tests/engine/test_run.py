@@ -111,6 +111,19 @@ def test_resume_after_a_stop_mid_epoch_continues_the_same_trajectory(tmp_path):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path, monkeypatch):
+    """fp16 needs CUDA; on the CPU a policy with loss scaling but no autocast exercises the same GradScaler."""
+    from bigmodel_nb.engine import run as run_module
+    from bigmodel_nb.engine.device import AmpPolicy
+
+    monkeypatch.setattr(run_module, "resolve_amp", lambda amp, device: AmpPolicy(None, True))
+    first = fit(mlp(), "digits", epochs=1, seed=3, checkpoint=str(tmp_path))
+    saved = first.scaler.state_dict()
+    assert saved["_growth_tracker"] == first.step  # it counted the steps without an inf towards growing the scale
+    resumed = Run(mlp(), "digits", TrainConfig(epochs=2, seed=3, checkpoint=str(tmp_path), resume=True))
+    assert resumed.scaler.state_dict() == saved  # not a fresh scaler at 2^16 with its count reset
+
+
 def test_resume_without_checkpoint_is_one_sentence(tmp_path):
     with pytest.raises(BigModelError, match="--resume needs --checkpoint"):
         Run(mlp(), "digits", TrainConfig(resume=True))
