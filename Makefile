@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 PORT ?= 8888
 
-.PHONY: install lab test test-fast bench binder-check clean
+.PHONY: gpu-check install lab test test-fast bench binder-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+
+# Where a CUDA GPU is lent: the CUDA tests (CI skips them), then the GPU benchmark, whose figures go in
+# bench/README.md with the device and date. GPU_PY: a Python whose torch has CUDA (.venv holds the CPU
+# build), e.g. `make gpu-check GPU_PY=python3`; addopts are cleared so nbval need not be installed.
+GPU_PY ?= $(PY)
+gpu-check:
+	PYTHONPATH=. $(GPU_PY) -m pytest -o addopts="" -p no:cacheprovider -v tests/engine/test_cuda.py
+	PYTHONPATH=. $(GPU_PY) bench/gpu.py
 
 # Binder: a fresh venv from binder/requirements.txt alone + binder/postBuild, then every tutorial
 # executed in it (in a temporary copy; nothing is written to the checkout). Run in CI by .ci/run.
