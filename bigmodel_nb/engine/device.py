@@ -230,18 +230,23 @@ class AmpPolicy:
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "off")
 
 
-def resolve_amp(amp: str | None, device: str | torch.device) -> AmpPolicy:
-    """The mixed-precision policy for `amp` ("auto", "bf16", "fp16", "off") on `device`.
-
-    Example: ``resolve_amp("auto", torch.device("cpu")).name  # "off"``
-    """
-    device = torch.device(device)
+def amp_choice(amp: str | None) -> str:
+    """`amp` as one of AMP_CHOICES, or one sentence if it is none of them. Example: ``amp_choice("half")  # "fp16"``"""
     choice = "auto" if amp is None else str(amp).strip().lower()
     choice = _AMP_ALIASES.get(choice, choice)
     if choice not in AMP_CHOICES:
         hint = difflib.get_close_matches(choice, AMP_CHOICES, n=1)
         did = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise BigModelError(f"Unknown --amp value '{amp}'; choose one of: {', '.join(AMP_CHOICES)}{did}.")
+    return choice
+
+
+def resolve_amp(amp: str | None, device: str | torch.device) -> AmpPolicy:
+    """The mixed-precision policy for `amp` ("auto", "bf16", "fp16", "off") on `device`.
+
+    Example: ``resolve_amp("auto", torch.device("cpu")).name  # "off"``
+    """
+    device, choice = torch.device(device), amp_choice(amp)
     if choice == "off":
         return AmpPolicy(None, False)
     kind = device.type

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .device import amp_choice, resolve_amp
 from .errors import BigModelError, describe_exception
 from .run import Run
 from .trainer import TrainConfig
@@ -101,7 +102,13 @@ class DistributedRun(Run):
             raise BigModelError(f"--workers must be a whole number ≥ 1, not {workers!r}.")
         if strategy not in ("ddp", "fsdp"):
             raise BigModelError(f"Unknown --strategy '{strategy}'; choose ddp or fsdp.")
-        super().__init__(model, data, config, callbacks, name=name)
+        config = config or TrainConfig()
+        # The notebook only checks the model and holds the history: it never trains, so --amp is resolved
+        # on each worker (bf16 on GPU workers even when the notebook has no GPU). Checked here: a typo, and
+        # what CPU workers cannot do.
+        resolve_amp(config.amp, "cpu") if not gpus_per_worker else amp_choice(config.amp)
+        super().__init__(model, data, replace(config, amp="off"), callbacks, name=name)
+        self.config = replace(self.config, amp=config.amp)
         if self.config.compile or self.config.batch_size == "auto":
             raise BigModelError("--compile and --batch-size auto are not available with --workers yet; "
                                 "drop them or train on one process.")
@@ -233,7 +240,6 @@ def train_worker(cfg: dict) -> dict | None:
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict, set_optimizer_state_dict)
 
-    from .device import resolve_amp
     from .forward import autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
     from .optim import make_optimizer, make_schedule
     from .trainer import _groups, optimizer_steps, plan

@@ -99,6 +99,13 @@ def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
         DistributedRun(mlp(), digits, TrainConfig(batch_size=66), workers=3)
     with pytest.raises(BigModelError, match="must split evenly over 2 workers"):
         DistributedRun(mlp(), digits, TrainConfig(batch_size=65), workers=2)
+    with pytest.raises(BigModelError, match="Unknown --amp value 'bf61'.*did you mean 'bf16'"):
+        DistributedRun(mlp(), digits, TrainConfig(amp="bf61"), workers=2)
+    with pytest.raises(BigModelError, match="fp16 autocast is not supported on cpu"):  # CPU workers
+        DistributedRun(mlp(), digits, TrainConfig(amp="fp16"), workers=2)
+    monkeypatch.setattr(DistributedRun, "_check_resources", lambda self: None)  # as if the cluster had GPUs
+    gpu_workers = DistributedRun(mlp(), digits, TrainConfig(amp="fp16"), workers=2, gpus_per_worker=1)
+    assert gpu_workers.config.amp == "fp16"  # for the workers' GPUs to resolve; the notebook's CPU does not decide
     with pytest.raises(BigModelError, match="cannot be paused"):
         DistributedRun(mlp(), digits, TrainConfig(), workers=2).pause()
 
