@@ -242,7 +242,7 @@ def train_worker(cfg: dict) -> dict | None:
 
     from .forward import autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
     from .optim import make_optimizer, make_schedule
-    from .trainer import _groups, optimizer_steps, plan
+    from .trainer import optimizer_steps, plan, step_groups
 
     FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
     context = ray.train.get_context()
@@ -282,7 +282,7 @@ def train_worker(cfg: dict) -> dict | None:
     for epoch in range(start_epoch, epochs):
         sums, since = torch.zeros(4, device=device), time.perf_counter()  # loss·n, n, correct, targets
         batches = data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch)
-        for group in _groups(batches, max(1, config.accumulate)):  # one optimizer step per group
+        for group in step_groups(batches, max(1, config.accumulate)):  # one optimizer step per group
             total = sum(len(x) for x, _ in group)  # global samples in this step
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)

@@ -88,7 +88,7 @@ def count_correct(logits, y):
 
 
 @dataclass
-class _Meter:
+class Meter:
     """Sums kept on the device between logging ticks (no .item() per step)."""
 
     loss: torch.Tensor
@@ -111,7 +111,7 @@ def evaluate_model(model, split, *, batch_size: int, device, loss_fn, task: str 
     was_training = model.training
     model.eval()
     with_targets = takes_targets(model)
-    meter = _Meter.on(device)
+    meter = Meter.on(device)
     try:
         with torch.no_grad(), autocast(device, amp):
             for x, y in split.batches(batch_size, device):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .forward import _Meter, autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
+from .forward import Meter, autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
 from .scale import compile_failure, free_memory, is_out_of_memory, out_of_memory_message
 from .optim import steps_on_validation
 
@@ -112,7 +112,7 @@ class Loop:
                                   for cb in run.callbacks)
 
     # -- one step -------------------------------------------------------------------------
-    def train_step(self, micro_batches: list, meter: _Meter):
+    def train_step(self, micro_batches: list, meter: Meter):
         """One optimizer step over one or more micro-batches (gradient accumulation). Each micro-batch's
         loss is weighted by its share of the samples, so the gradient equals that of one big batch."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -147,7 +147,7 @@ class Loop:
         if self.schedule is not None and not self.schedule_on_validation:
             self.schedule.step()
 
-    def _guarded_step(self, micro_batches: list, meter: _Meter) -> bool:
+    def _guarded_step(self, micro_batches: list, meter: Meter) -> bool:
         """`train_step`, turning out-of-memory and compile errors into a failed run with one sentence."""
         first = self.run.step == 0 and self.run.config.compile
         t0 = time.perf_counter() if first else 0.0  # no clock read in the ordinary step
@@ -184,7 +184,7 @@ class Loop:
         self._remember_finite_weights()
         if self.device.type == "cuda":  # the dashboard's peak is this run's, not the preflight's or --batch-size auto's
             torch.cuda.reset_peak_memory_stats(self.device)
-        meter = _Meter.on(self.device)
+        meter = Meter.on(self.device)
         for epoch in range(start_epoch, self.epochs):
             run.epoch = epoch + 1
             self._emit("on_epoch_begin", {"epoch": run.epoch, "step": run.step})
@@ -193,7 +193,7 @@ class Loop:
                                                seed=run.seed, epoch=epoch, skip=skip * self.accumulate)
             skip = 0
             last_in_epoch = min(self.total_steps, (epoch + 1) * self.steps_per_epoch)
-            for micro_batches in _groups(batches, self.accumulate):
+            for micro_batches in step_groups(batches, self.accumulate):
                 yield  # a step boundary: the driver may hand the run to another thread here
                 if run._should_stop():  # the model is never half-updated
                     break
@@ -205,7 +205,7 @@ class Loop:
                 if run.step % cfg.log_every == 0 or run.step == last_in_epoch:
                     if not self._log_train(meter, logs):
                         return
-                    meter = _Meter.on(self.device)
+                    meter = Meter.on(self.device)
                 self._emit("on_step_end", logs)
                 if cfg.val_every and run.step % cfg.val_every == 0:
                     self._validate()
@@ -223,7 +223,7 @@ class Loop:
             if run.step >= self.total_steps:
                 break
 
-    def _log_train(self, meter: _Meter, logs: dict) -> bool:
+    def _log_train(self, meter: Meter, logs: dict) -> bool:
         """Read the device sums once, append a history row; False if the loss went non-finite."""
         loss = meter.loss.item() / max(1, meter.samples)
         if not math.isfinite(loss):
@@ -283,7 +283,7 @@ class Loop:
         self.run._emit(hook, logs)
 
 
-def _groups(batches, size: int):
+def step_groups(batches, size: int):
     """Consecutive lists of `size` batches (the last may be shorter): one optimizer step each."""
     group = []
     for batch in batches:
