@@ -66,6 +66,24 @@ def test_text_mode_prints_progress_and_summary(capsys, monkeypatch, mlp):
     assert run.status == "completed"
 
 
+def test_a_language_model_shows_tokens_per_second_and_ray_runs_show_the_workers_not_the_notebook(monkeypatch):
+    import torch
+
+    from bigmodel_nb.engine.data import as_bundle
+    from bigmodel_nb.models import GPT, GPTConfig
+
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    data = torch.randint(0, 32, (64, 17))
+    run = Run(GPT(GPTConfig(block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=16)),
+              as_bundle({"train": (data[:, :-1], data[:, 1:])}, task="language-model"), TrainConfig(steps=4))
+    dash = TrainingDashboard(run)
+    run.run_here([dash])
+    assert dash.throughput_text() == f"{dash.samples_per_s * 16:,.0f} tokens/s"  # no MFU on a CPU
+    assert "cpu · amp off · " in dash._render_status() and "MB peak RSS" in dash._render_status()
+    run.workers, run.config.amp = 2, "bf16"  # as a DistributedRun: its device and memory are the workers'
+    assert "2 Ray workers · amp bf16" in dash._render_status() and "MB peak" not in dash._render_status()
+
+
 def test_failed_run_shows_the_reason(widget_mode, mlp):
     run = Run(mlp(), "digits", TrainConfig(epochs=3, optimizer="sgd", lr=1e6, log_every=1, seed=0))
     dash = TrainingDashboard(run).show()
