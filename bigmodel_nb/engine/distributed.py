@@ -107,8 +107,10 @@ class DistributedRun(Run):
         # on each worker (bf16 on GPU workers even when the notebook has no GPU). Checked here: a typo, and
         # what CPU workers cannot do.
         resolve_amp(config.amp, "cpu") if not gpus_per_worker else amp_choice(config.amp)
-        super().__init__(model, data, replace(config, amp="off"), callbacks, name=name)
-        self.config = replace(self.config, amp=config.amp)
+        # With GPU workers the notebook's copy stays on the CPU: on a local cluster its GPU is a worker's.
+        here = replace(config, amp="off", device="cpu" if gpus_per_worker else config.device)
+        super().__init__(model, data, here, callbacks, name=name)
+        self.config = replace(self.config, amp=config.amp, device=config.device)
         if self.config.compile or self.config.batch_size == "auto":
             raise BigModelError("--compile and --batch-size auto are not available with --workers yet; "
                                 "drop them or train on one process.")

@@ -106,6 +106,7 @@ def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
     monkeypatch.setattr(DistributedRun, "_check_resources", lambda self: None)  # as if the cluster had GPUs
     gpu_workers = DistributedRun(mlp(), digits, TrainConfig(amp="fp16"), workers=2, gpus_per_worker=1)
     assert gpu_workers.config.amp == "fp16"  # for the workers' GPUs to resolve; the notebook's CPU does not decide
+    assert gpu_workers.device.type == "cpu"  # the notebook's copy leaves the (local) GPUs to the workers
     with pytest.raises(BigModelError, match="cannot be paused"):
         DistributedRun(mlp(), digits, TrainConfig(), workers=2).pause()
 
