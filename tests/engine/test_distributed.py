@@ -65,21 +65,22 @@ class DiesOnce(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("strategy, batch_size, accumulate", [("ddp", 64, 1), ("fsdp", 32, 2)])
+@pytest.mark.parametrize("strategy, batch_size, accumulate, kill", [("ddp", 64, 1, False), ("fsdp", 32, 2, True)])
 def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path, strategy,
-                                                                                   batch_size, accumulate):
-    """One Ray run per strategy (~50 s each here) checks it all: a worker dies in epoch 2, the group restarts
-    from the epoch-1 checkpoint (weights and Adam's moments, sharded again under FSDP), and the finished run
-    still equals one process with the same global batch (accumulated over 2 micro-batches under FSDP)."""
+                                                                                   batch_size, accumulate, kill):
+    """One Ray run per strategy (~45–65 s each here): the finished run equals one process with the same global
+    batch (accumulated over 2 micro-batches under FSDP). Under FSDP a worker also dies in epoch 2 and the
+    group restarts from the epoch-1 checkpoint, weights and Adam's moments resharded (the restart code is
+    the same for DDP; one restart keeps CI's time in hand)."""
     config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=batch_size, accumulate=accumulate)
     live = Live()
-    run = DistributedRun(DiesOnce(tmp_path / "died", at=25 * accumulate), digits,
+    run = DistributedRun(DiesOnce(tmp_path / "died", at=25 * accumulate if kill else -1), digits,
                          TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config), workers=2, strategy=strategy)
     run.run_here([live])
     single = Run(mlp(), digits, TrainConfig(**config)).run_here()
     assert run.status == "completed", run.error
-    assert (tmp_path / "died").exists() and run.restarts == 1
-    assert any("restarted from the checkpoint at step 20" in n for n in run.notes)
+    assert (tmp_path / "died").exists() == kill and run.restarts == kill
+    assert any("restarted from the checkpoint at step 20" in n for n in run.notes) == kill
     # Tolerance: float sums in another order (the workers' gradients are all-reduced).
     for a, b in zip(run.rows("train"), single.rows("train"), strict=True):  # epoch 2 is in the history once
         assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
