@@ -164,9 +164,11 @@ class Loop:
                 self.run.compile_time_s = time.perf_counter() - t0
                 meter.since, meter.untimed = time.perf_counter(), meter.samples
             return True
-        # Out of memory. Freed here, not in the except block, whose traceback still holds the activations.
+        # Out of memory. Freed here, not in the except block, whose traceback still holds the activations,
+        # and after the message, whose %summary estimate runs small real passes that leave blocks cached.
+        message = out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data)
         free_memory(self.model)
-        self.run._fail(out_of_memory_message(self.model, self.run.config.batch_size, self.device, self.run.data))
+        self.run._fail(message)
         return False
 
     # -- the loop ---------------------------------------------------------------------------
