@@ -106,7 +106,10 @@ class DistributedRun(Run):
         # The notebook only checks the model and holds the history: it never trains, so --amp is resolved
         # on each worker (bf16 on GPU workers even when the notebook has no GPU). Checked here: a typo, and
         # what CPU workers cannot do.
-        resolve_amp(config.amp, "cpu") if not gpus_per_worker else amp_choice(config.amp)
+        if gpus_per_worker:
+            amp_choice(config.amp)
+        else:
+            resolve_amp(config.amp, "cpu")
         # With GPU workers the notebook's copy stays on the CPU: on a local cluster its GPU is a worker's.
         here = replace(config, amp="off", device="cpu" if gpus_per_worker else config.device)
         super().__init__(model, data, here, callbacks, name=name)
@@ -244,7 +247,7 @@ def train_worker(cfg: dict) -> dict | None:
 
     from .forward import autocast, count_correct, evaluate_model, forward_loss, resolve_loss, takes_targets
     from .optim import make_optimizer, make_schedule
-    from .trainer import optimizer_steps, plan, step_groups
+    from .trainer import apply_gradients, optimizer_steps, plan, step_groups
 
     FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0's CPU
     context = ray.train.get_context()
@@ -267,7 +270,8 @@ def train_worker(cfg: dict) -> dict | None:
     # twin to evaluate with; under DDP the model itself stays whole.
     plain = copy.deepcopy(model) if cfg["strategy"] == "fsdp" and rank == 0 else model
     wrapped = _wrap(model, cfg["strategy"], device)  # before the optimizer: FSDP replaces the parameters
-    optimizer = make_optimizer(config.optimizer, wrapped.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    params = list(wrapped.parameters())
+    optimizer = make_optimizer(config.optimizer, params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = make_schedule(config.schedule, optimizer, total_steps, config.warmup)
     if saved is not None:
         set_optimizer_state_dict(wrapped, optimizer, saved["optimizer"], options=FULL)
@@ -307,17 +311,7 @@ def train_worker(cfg: dict) -> dict | None:
                     correct, targets = count_correct(logits.detach(), y)
                     sums[2] += correct
                     sums[3] += targets
-            if scaler is not None and config.grad_clip:
-                scaler.unscale_(optimizer)
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if schedule is not None and not isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                schedule.step()
+            apply_gradients(optimizer, scaler, schedule, params, config.grad_clip)
             step += 1
             last = step % steps_per_epoch == 0 or step >= total_steps
             if step % config.log_every == 0 or last:

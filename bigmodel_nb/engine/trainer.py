@@ -128,24 +128,10 @@ class Loop:
                 c, n = count_correct(logits.detach(), y)
                 meter.correct += c
                 meter.targets += n
-        clip = self.run.config.grad_clip
-        if self.scaler is not None:
-            if clip or self.after_backward:
-                self.scaler.unscale_(self.optimizer)  # callbacks and clipping see the true gradients
-            if self.after_backward:
-                self._emit("on_after_backward", {"step": self.run.step + 1})
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.params, clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            if self.after_backward:
-                self._emit("on_after_backward", {"step": self.run.step + 1})
-            if clip:
-                torch.nn.utils.clip_grad_norm_(self.params, clip)
-            self.optimizer.step()
-        if self.schedule is not None and not self.schedule_on_validation:
-            self.schedule.step()
+        after_backward = (lambda: self._emit("on_after_backward", {"step": self.run.step + 1})) \
+            if self.after_backward else None
+        apply_gradients(self.optimizer, self.scaler, self.schedule, self.params, self.run.config.grad_clip,
+                        after_backward)
 
     def _guarded_step(self, micro_batches: list, meter: Meter) -> bool:
         """`train_step`, turning out-of-memory and compile errors into a failed run with one sentence."""
@@ -283,6 +269,27 @@ class Loop:
 
     def _emit(self, hook: str, logs: dict) -> None:
         self.run._emit(hook, logs)
+
+
+def apply_gradients(optimizer, scaler, schedule, params, clip: float | None, after_backward=None) -> None:
+    """The optimizer step after the backward passes, shared by `Loop` and the Ray workers: unscale (fp16),
+    `after_backward()`, clip, step, then a step-count schedule. Callbacks and clipping see true gradients.
+
+    Example: ``apply_gradients(opt, None, None, list(model.parameters()), clip=1.0)``
+    """
+    if scaler is not None and (clip or after_backward):
+        scaler.unscale_(optimizer)
+    if after_backward is not None:
+        after_backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if schedule is not None and not steps_on_validation(schedule):
+        schedule.step()
 
 
 def step_groups(batches, size: int):
