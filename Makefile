@@ -31,13 +31,15 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+bench-peer: $(STAMP)  # against Lightning's Trainer; lightning is bench-only (bench/requirements.txt)
+	$(PY) -m pip install --quiet -c constraints.txt -r bench/requirements.txt && $(PY) bench/peer.py
 
 # Where a CUDA GPU is lent: the CUDA tests (CI skips them), then the GPU benchmark, whose figures go in
 # bench/README.md with the device and date. GPU_PY: a Python whose torch has CUDA (.venv holds the CPU
 # build), e.g. `make gpu-check GPU_PY=python3`; addopts are cleared so nbval need not be installed.
 GPU_PY ?= $(PY)
 gpu-check:
-	PYTHONPATH=. $(GPU_PY) -m pytest -o addopts="" -p no:cacheprovider -v tests/engine/test_cuda.py
+	PYTHONPATH=. $(GPU_PY) -m pytest -o addopts="" -p no:cacheprovider -v tests/engine/core/test_cuda.py
 	PYTHONPATH=. $(GPU_PY) bench/gpu.py
 
 # Binder: a fresh venv from binder/requirements.txt alone + binder/postBuild, then every tutorial

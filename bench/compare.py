@@ -12,7 +12,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bigmodel_nb.engine import load_dataset  # noqa: E402
-from bigmodel_nb.engine.compare import OptimizerComparison  # noqa: E402
+from bigmodel_nb.engine.compare.optimizers import OptimizerComparison  # noqa: E402
 
 OPTIMIZERS = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
 

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bigmodel_nb.engine import fit, load_dataset  # noqa: E402
+from bigmodel_nb.engine import load_dataset# noqa: E402
+from bigmodel_nb.api import fit  # noqa: E402
 from bigmodel_nb.engine.compress import Distill, Finetune, Prune, Quantize, compress, flat_state  # noqa: E402
 from bigmodel_nb.models import MLP, Block, MLPConfig  # noqa: E402
 

@@ -4,7 +4,7 @@ model, same synthetic tokens, same process, alternating.
     .venv/bin/python bench/gpu.py                 # GPT-2 small (124M) on a GPU: bf16 + SDPA + compile + fused AdamW
     .venv/bin/python bench/gpu.py --tiny          # a small config on the CPU (CI runs this)
 
-Prints tokens/s, MFU (on a GPU in scale.PEAK_FLOPS), peak memory, and engine/hand-written ratios.
+Prints tokens/s, MFU (on a GPU in flops.PEAK_FLOPS), peak memory, and engine/hand-written ratios.
 Targets on one H100: MFU ≥ 40 %, engine within 3 % of the hand-written loop.
 """
 import argparse
@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from bigmodel_nb.engine import Run, TrainConfig, scale
+from bigmodel_nb.engine import Run, TrainConfig
+from bigmodel_nb.engine.scale import flops
 from bigmodel_nb.engine.data import as_bundle
-from bigmodel_nb.engine.trainer import Callback
+from bigmodel_nb.engine.core.callbacks import Callback
 from bigmodel_nb.models import GPT, GPTConfig
 
 
@@ -105,7 +106,7 @@ def main():
     model = GPT(cfg)
     for name, runs in results.items():
         tps, peak = max(runs)  # the fastest repeat, and its peak memory
-        util = scale.mfu(model, tps, cfg.block_size, device)
+        util = flops.mfu(model, tps, cfg.block_size, device)
         print(f"{name:>13}: {tps:,.0f} tokens/s · MFU {'n/a (CPU or unknown GPU)' if util is None else f'{util:.1%}'}"
               f" · peak memory {peak:.2f} GiB")
     ratio = max(r[0] for r in results["engine"]) / max(r[0] for r in results["hand-written"])

@@ -33,7 +33,7 @@ def mlp():
 @pytest.fixture
 def slow():
     """A callback that makes each step take a few ms, so control can be observed mid-run."""
-    from bigmodel_nb.engine.trainer import Callback
+    from bigmodel_nb.engine.core.callbacks import Callback
 
     class Slow(Callback):
         def on_step_end(self, run, logs):

@@ -160,7 +160,7 @@ def test_compare_optimizers_cell_magic(ip):
 def test_compare_optimizers_on_a_test_function(ip, capsys):
     ip.run_line_magic("compare_optimizers", "--function quadratic --optimizers sgd,momentum --steps 100 --name traj")
     traj = ip.user_ns.pop("traj")
-    assert set(traj.final) == {"sgd", "momentum"} and len(traj.paths["sgd"]) == 101
+    assert set(traj.results) == {"sgd", "momentum"} and len(traj.paths["sgd"]) == 101
     assert "quadratic: distance to the minimum" in capsys.readouterr().out
     with pytest.raises(UsageError, match="Unknown test function 'rosenbrok'.*did you mean 'rosenbrock'"):
         ip.run_line_magic("compare_optimizers", "--function rosenbrok")

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bigmodel_nb.engine.errors import BigModelError
-from bigmodel_nb.engine.forward import takes_targets
+from bigmodel_nb.engine.core.errors import BigModelError
+from bigmodel_nb.engine.core.forward import takes_targets
 from bigmodel_nb.models import (CNN, GPT, MLP, CNNConfig, GPTConfig, MLPConfig, SelfAttention, TransformerClassifier,
                                 TransformerClassifierConfig, count_params)
 

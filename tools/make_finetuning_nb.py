@@ -52,8 +52,8 @@ assert not torch.equal(tuned["head.weight"][:, :5], pretrained["head.weight"][:,
 print(f"frozen features + new head: test accuracy on 5–9 {frozen_run.evaluate('test')['accuracy']:.3f}")"""),
     md("## 3. Four ways, five seeds"),
     code("""from bigmodel_nb.engine.transfer import prepare
-from bigmodel_nb.engine.run import Run
-from bigmodel_nb.engine.trainer import TrainConfig
+from bigmodel_nb.engine.core.run import Run
+from bigmodel_nb.engine.core.config import TrainConfig
 
 def accuracy(way, seed):
     torch.manual_seed(seed)

@@ -289,7 +289,7 @@ changes $\alpha$ as training goes on. `bigmodel_nb` offers these (`--schedule NA
 Warm-up helps adaptive optimizers like Adam, whose first steps rely on poorly estimated averages.
 Here are the curves `make_schedule` produces for 100 steps with a peak learning rate of 0.01:"""),
     code("""import plotly.graph_objects as go
-from bigmodel_nb.engine.optim import make_schedule
+from bigmodel_nb.engine.core.optim import make_schedule
 
 def lr_curve(name, lr=0.01, total_steps=100):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
@@ -357,7 +357,7 @@ for t in range(1, 301):
 diff = np.abs(np.array(ours) - rosen.paths["adam"]).max()
 print(f"hand-written Adam vs torch.optim.Adam on Rosenbrock, 300 steps: max difference {diff:.1e}")
 assert diff < 1e-6
-final = rosen.final
+final = rosen.results
 assert final["momentum"]["distance"] < final["sgd"]["distance"], "momentum should get further along the valley"
 assert not any(r["diverged"] for r in final.values())"""),
     md(r"""A **saddle point** is the other shape that slows training: $f(x, y) = x^2 - y^2$ is flat at the

@@ -17,7 +17,7 @@ This tutorial measures each step on a small model you can run anywhere:
     code("""import torch
 from torch import nn
 
-from bigmodel_nb.engine.summary import summarize
+from bigmodel_nb.engine.inspect.summary import summarize
 from bigmodel_nb.models import GPT, GPTConfig"""),
     md(r"""## 1. How big is big
 

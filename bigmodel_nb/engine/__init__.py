@@ -1,14 +1,16 @@
-"""The engine: plain PyTorch, usable from scripts and tests (no IPython, widgets or plotly here)."""
-from .checkpoint import load_training_state, load_weights, save_training_state, save_weights
-from .data import DATASETS, DataBundle, as_bundle, load_dataset
-from .device import AmpPolicy, DeviceInfo, default_device, detect_devices, resolve_amp, resolve_device, set_default_device
-from .errors import BigModelError
-from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from .run import Run
-from .trainer import Callback, TrainConfig
+"""The engine: plain PyTorch, usable from scripts and tests (no IPython, widgets or plotly here).
+`core/` is the training kernel; `data/`, `inspect/`, `compare/`, `compress/`, `transfer/` and `scale/`
+build on it. Importing the engine registers the built-in datasets and the memory estimate.
 
-
-def fit(model, data, *, callbacks=(), background: bool = False, name: str = "run", optimizer=None, **options) -> Run:
-    """Train without any display. Example: ``run = fit(model, "digits", epochs=5); run.history[-1]``"""
-    run = Run(model, data, TrainConfig(**options), callbacks, optimizer=optimizer, name=name)
-    return run.start() if background else run.run_here()
+    from bigmodel_nb.engine import Run, TrainConfig; Run(model, "digits", TrainConfig(epochs=3)).run_here()
+"""
+from . import data  # noqa: F401  (registers the built-in datasets with the core)
+from .core.checkpoint import load_training_state, load_weights, save_training_state, save_weights
+from .core.batches import DATASETS, DataBundle, as_bundle, load_dataset
+from .core.callbacks import Callback, CallbackList
+from .core.config import TrainConfig
+from .core.device import AmpPolicy, DeviceInfo, default_device, detect_devices, resolve_amp, resolve_device, set_default_device
+from .core.errors import BigModelError
+from .core.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from .core.run import Run, runs
+from .inspect import summary  # noqa: F401  (registers %summary's memory estimate for out-of-memory help)

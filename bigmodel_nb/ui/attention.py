@@ -11,8 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..engine.attention import AttentionMaps
-from .dashboard import show_figure
+from ..engine.inspect.attention import AttentionMaps
+from .display import show_figure
 
 COLORSCALE = "Blues"
 

@@ -12,9 +12,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..engine.compare import Comparison, OptimizerComparison
-from ..engine.run import _interrupts_call
-from .dashboard import STYLE, TICK_S, figure_bundle, in_kernel, ui_mode
+from ..engine.compare.optimizers import Comparison, OptimizerComparison
+from ..engine.core.callbacks import Callback
+from ..engine.core.run import interrupts_call
+from .dashboard import TICK_S
+from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
 from .figures import Series
 from .tables import rows_html, rows_text
 
@@ -58,7 +60,7 @@ def comparison_figure(result: Comparison, names: list[str], classification: bool
     return fig
 
 
-class ComparisonDashboard:
+class ComparisonDashboard(Callback):
     """Live view of an `OptimizerComparison`. Example: ``ComparisonDashboard(cmp).show().run()``"""
 
     def __init__(self, comparison: OptimizerComparison, mode: str | None = None, tick: float = TICK_S):
@@ -72,7 +74,7 @@ class ComparisonDashboard:
         self._done = threading.Event()
         self.figure = self.stop_button = self.bridge = None
         self._status_handle = self._figure_handle = None
-        comparison.on_rows = self.on_rows
+        comparison.callbacks.append(self)  # a subscriber to the comparison's rows
 
     def show(self) -> "ComparisonDashboard":
         if self.mode not in ("widget", "static"):
@@ -81,7 +83,6 @@ class ComparisonDashboard:
         from IPython.display import display
 
         from .controls import InterruptBridge, kernel_id, route_clicks_to_subshell
-        from .dashboard import figure_widget
 
         fig, self._index = comparison_layout(self.names, self.classification)
         if self.mode == "widget":
@@ -111,10 +112,11 @@ class ComparisonDashboard:
         self.bridge.acks += 1
         self.comparison.stop()
 
-    def on_rows(self, rows: list[dict]) -> None:
-        for row in rows:
-            self.series[(row["optimizer"], row["split"])].add(row)
+    def on_step_end(self, comparison, row: dict) -> None:
+        self.series[(row["optimizer"], row["split"])].add(row)
         self._version += 1
+
+    on_eval_end = on_step_end
 
     def run(self) -> Comparison:
         """Run the comparison in this thread; Stop or ■ end it at the next step."""
@@ -125,7 +127,7 @@ class ComparisonDashboard:
         if self.bridge is not None:
             self.bridge.armed = True
         try:
-            with _interrupts_call(lambda *_: self.comparison.stop()):
+            with interrupts_call(lambda *_: self.comparison.stop()):
                 result = self.comparison.run()
         finally:
             self._done.set()

@@ -7,14 +7,13 @@ converted notebook keeps both); elsewhere (or ``BIGMODEL_NB_UI=text``) the same 
 """
 from __future__ import annotations
 
-import functools
 import html
 import os
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .dashboard import STYLE, in_kernel, show_figure
+from .display import STYLE, in_kernel, show_figure
 from .summary import fmt_bytes, fmt_count
 from .tables import rows_html, rows_text
 
@@ -129,14 +128,3 @@ def show_compression_report(report) -> None:
     display({"text/html": compression_html(report), "text/plain": compression_text(report)}, raw=True)
     if report.stages:
         show_figure(compression_figure(report), f"<compression bars: {len(report.stages)} stages>")
-
-
-def live_trainer(quiet: bool = False, mode: str | None = None):
-    """A `trainer` for `compress` that trains each Finetune/Distill stage the way ``%%train`` does:
-    live dashboard with Stop/Pause, or a text progress line outside a notebook.
-
-    Example: ``compress(model, "digits", steps=[Distill(student)], trainer=live_trainer())``
-    """
-    from .controls import launch
-
-    return functools.partial(launch, quiet=quiet, mode=mode)

@@ -1,5 +1,5 @@
-"""Controlling a run from the notebook: Stop / Pause / Resume buttons, and launching a run
-either blocking the cell (the default) or in the background.
+"""Controlling a run from the notebook: Stop / Pause / Resume buttons that work whether the cell
+still blocks (the default) or the run went to the background.
 
 While a cell blocks, a click must still reach the kernel. JupyterLab ≥ 4.4 sends widget
 messages over a kernel subshell, but ipykernel 7 re-routes a comm's messages to the shell of
@@ -26,7 +26,7 @@ import anywidget
 import ipywidgets as W
 import traitlets
 
-from ..engine.run import Run
+from ..engine.core.run import Run
 
 CLICK_GRACE_S = 2.0  # how long after an interrupt a queued Pause click may still arrive
 
@@ -113,6 +113,11 @@ class RunControls:
         self.bridge.acks += 1
         self.run.stop()
 
+    @property
+    def interrupted(self) -> bool:
+        """True while an interrupt waits for its click to decide between Pause and Stop."""
+        return self._interrupted_at is not None
+
     def arm(self) -> None:
         self.bridge.armed = True
 
@@ -147,44 +152,3 @@ class RunControls:
         self.disarm()
         for button in (self.pause_button, self.resume_button, self.stop_button):
             button.disabled = True
-
-
-def launch(model, data, config, *, name: str = "run", callbacks=(), background: bool = False,
-           quiet: bool = False, mode: str | None = None, optimizer=None, publish=None,
-           watch_grads: bool = False, watch_every: int = 1, distributed: dict | None = None) -> Run:
-    """Create a run, show its dashboard and train: in this thread until the run ends or is paused
-    (the default), or in a worker thread from the start (`background`). `watch_grads` records
-    gradient flow every `watch_every` steps (live panel; the report ends up in `run.gradients`).
-
-    Example: ``run = launch(model, "digits", TrainConfig(epochs=3))``
-    """
-    from .dashboard import TrainingDashboard
-
-    if distributed:  # --workers: the same run on Ray Train workers
-        from ..engine.distributed import DistributedRun
-
-        run = DistributedRun(model, data, config, name=name, optimizer=optimizer, **distributed)
-    else:
-        run = Run(model, data, config, name=name, optimizer=optimizer)
-    if publish is not None:  # e.g. store it in the notebook before the first step, for --background
-        publish(run)
-    dashboard = None if quiet else TrainingDashboard(run, mode, watch_grads=watch_grads, watch_every=watch_every).show()
-    if watch_grads and dashboard is None:  # quiet: record without a panel
-        from ..engine.grads import GradientRecorder
-
-        callbacks = [*callbacks, GradientRecorder(run.model, every=watch_every)]
-    callbacks = [*callbacks, *([dashboard] if dashboard else [])]
-    if background:
-        return run.start(callbacks)
-    controls = dashboard.controls if dashboard else None
-    if controls is None:
-        return run.run_here(callbacks)
-    controls.arm()
-    try:
-        run.run_here(callbacks, until=lambda: run.paused, on_interrupt=controls.hold_after_interrupt)
-    finally:
-        controls.disarm()
-    if run.paused and run.alive and controls._interrupted_at is None:
-        print(f"{run.name} is paused at step {run.step}; the notebook is free. Resume continues it in the "
-              f"background ({run.name}.resume()), Stop ends it.")
-    return run

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextvars
 import html
-import os
 import resource
-import sys
 import threading
 import time
 
 import torch
 
-from ..engine.trainer import Callback
-from ..engine.transfer import trainable_counts
+from ..engine.core.callbacks import Callback
+from ..engine.transfer.heads import trainable_counts
+from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
 from .figures import Series, fill_training_figure, training_figure, training_layout
 
 TICK_S = 0.5  # status period: progress moves twice a second
@@ -26,81 +25,6 @@ TICK_S = 0.5  # status period: progress moves twice a second
 # the dashboard sends ≤ 2 + 4/1.5 ≈ 4.7 messages per second (measured in bench/ui.py).
 FIGURE_EVERY_S = 1.5
 TEXT_EVERY_S = 5.0  # text mode: one progress line at most this often
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
-
-STYLE = """<style>
-.bmnb-status{font:13px/1.5 var(--jp-ui-font-family,sans-serif);margin:2px 0}
-.bmnb-bar{height:8px;background:#e8e8e8;border-radius:4px;overflow:hidden;margin:3px 0;max-width:640px}
-.bmnb-bar>div{height:100%;background:#1f77b4;transition:width .3s}
-.bmnb-failed .bmnb-bar>div{background:#d62728}.bmnb-stopped .bmnb-bar>div{background:#ff7f0e}
-.bmnb-error{color:#d62728}
-</style>"""
-
-
-def ui_mode() -> str:
-    """How to draw here: ``widget`` (JupyterLab, Notebook 7, Colab), ``static`` (figures through a
-    display handle, e.g. VS Code) or ``text`` (terminal IPython, nbclient/nbconvert/nbval, scripts).
-    ``BIGMODEL_NB_UI=widget|static|text`` forces one."""
-    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
-    if forced in ("widget", "static", "text"):
-        return forced
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return "text"
-    shell = get_ipython()
-    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
-        return "text"
-    if "VSCODE_PID" in os.environ or "VSCODE_CWD" in os.environ:
-        return "static"  # anywidget-based FigureWidgets render unreliably in VS Code
-    # A Jupyter server names the session of the kernels it starts; nbclient and nbval do not.
-    if os.environ.get("JPY_SESSION_NAME") or "google.colab" in sys.modules:
-        return "widget"
-    return "text"
-
-
-def in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    return type(get_ipython()).__name__ == "ZMQInteractiveShell"
-
-
-def figure_bundle(fig, text: str, final: bool = True) -> dict:
-    """A figure as a display mimebundle: Plotly's JSON (JupyterLab, Notebook 7 and VS Code draw it),
-    `text` as its plain form, and for a `final` figure an HTML form too, so that pages made without
-    a Plotly renderer (``nbconvert --to html``, nbviewer) still show the chart. The HTML loads
-    plotly.js from its CDN rather than embedding ~4.8 MB per figure.
-
-    Example: ``display(figure_bundle(fig, "<loss curve>"), raw=True)``
-    """
-    bundle = {PLOTLY_MIME: fig.to_plotly_json(), "text/plain": text}
-    if final:
-        bundle["text/html"] = fig.to_html(full_html=False, include_plotlyjs="cdn")
-    return bundle
-
-
-def show_figure(fig, text: str) -> None:
-    """A static figure under the cell (with `text` as its plain-text form); just `text` outside a kernel."""
-    print(text)
-    if in_kernel():
-        from IPython.display import display
-
-        display(figure_bundle(fig, text), raw=True)
-
-
-def figure_widget(fig):
-    """A live ``go.FigureWidget`` of `fig`, or None (with one line saying why) where one cannot be built,
-    e.g. without anywidget; callers then draw static figures through display handles instead."""
-    import plotly.graph_objects as go
-
-    try:
-        return go.FigureWidget(fig)
-    except Exception as e:  # ImportError for anywidget; frontends without widget support raise others
-        print(f"Live charts are not available here ({type(e).__name__}: {e}); showing static figures, updated "
-              "a few times per second. Install anywidget and ipywidgets for live charts.")
-        return None
 
 
 def fmt_duration(seconds: float) -> str:
@@ -126,7 +50,7 @@ class TrainingDashboard(Callback):
     """
 
     def __init__(self, run, mode: str | None = None, tick: float = TICK_S, watch_grads: bool = False,
-                 watch_every: int = 1):
+                 watch_every: int = 1, recorder=None):
         self.run = run
         self.mode = mode or ui_mode()
         self.tick = tick
@@ -149,13 +73,15 @@ class TrainingDashboard(Callback):
         self._status_handle = self._figure_handle = None
         self.recorder = self.grad_panel = None
         self._grads_handle = self._flags_handle = None
-        if watch_grads:  # off by default: then nothing is recorded and no step pays for it
-            from ..engine.grads import GradientRecorder
+        if watch_grads and recorder is None:  # off by default: then nothing is recorded and no step pays for it
+            from ..engine.inspect.grads import GradientRecorder
+
+            recorder = GradientRecorder(run.model, every=watch_every)
+            run.callbacks.append(recorder)  # before the dashboard, so its report is ready at the end
+        if recorder is not None:  # a panel that redraws when the recorder emits on_gradients
             from .grads import GradientPanel
 
-            self.recorder = GradientRecorder(run.model, every=watch_every)
-            run.callbacks.append(self.recorder)  # before the dashboard, so its report is ready at the end
-            self.grad_panel = GradientPanel(self.recorder)
+            self.recorder, self.grad_panel = recorder, GradientPanel(recorder)
 
     # -- display (main thread, in the cell) -----------------------------------------------------
     def show(self) -> "TrainingDashboard":
@@ -226,6 +152,10 @@ class TrainingDashboard(Callback):
     def on_eval_end(self, run, logs):
         self.series["val"].add(logs)
         self._version += 1
+
+    def on_gradients(self, run, logs):
+        if self.grad_panel is not None:
+            self.grad_panel.dirty = True
 
     def on_train_end(self, run, logs):
         self._done.set()
@@ -298,8 +228,8 @@ class TrainingDashboard(Callback):
     def _render_grads(self) -> None:
         if self.mode == "widget":
             self.messages += self.grad_panel.render()
-        elif self._grads_handle is not None and self.recorder.version != self.grad_panel._drawn:
-            self.grad_panel._drawn = self.recorder.version
+        elif self._grads_handle is not None and self.grad_panel.dirty:
+            self.grad_panel.dirty = False
             self._grads_handle.update(self.grad_panel.figure_bundle(), raw=True)
             self._flags_handle.update(self.grad_panel.flags_bundle(), raw=True)
             self.messages += 2
@@ -331,7 +261,7 @@ class TrainingDashboard(Callback):
         run = self.run
         if run.data.task != "language-model" or not run.data.input_shape:
             return f"{self.samples_per_s:,.0f} samples/s"
-        from ..engine.scale import mfu
+        from ..engine.scale.flops import mfu
 
         tokens = run.data.input_shape[0]
         text = f"{self.samples_per_s * tokens:,.0f} tokens/s"

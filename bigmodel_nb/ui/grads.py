@@ -13,8 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..engine.grads import GradientRecorder, GradientReport
-from .dashboard import figure_bundle, show_figure, ui_mode
+from ..engine.inspect.grads import GradientRecorder, GradientReport
+from .display import figure_bundle, show_figure, ui_mode
 from .figures import decimate
 
 MAX_COLUMNS = 200  # heatmap columns (steps); older steps are decimated
@@ -172,12 +172,13 @@ def show_gradient_report(report: GradientReport, mode: str | None = None):
 
 class GradientPanel:
     """The live gradient panel of a training dashboard: heatmap + bars (a FigureWidget) and the
-    current flags, redrawn only when the recorder has new rows. Example: ``GradientPanel(rec).widget()``"""
+    current flags, redrawn only after the recorder emitted ``on_gradients`` (the dashboard sets `dirty`).
+    Example: ``GradientPanel(rec).widget()``"""
 
     def __init__(self, recorder: GradientRecorder):
         self.recorder = recorder
         self.figure = self.flags = None
-        self._drawn = -1
+        self.dirty = False  # new rows since the last draw
 
     def widget(self):
         import ipywidgets as W
@@ -188,10 +189,9 @@ class GradientPanel:
 
     def render(self) -> int:
         """Redraw if new rows arrived; returns the number of messages sent (0 or 2)."""
-        version = self.recorder.version
-        if version == self._drawn or self.figure is None:
+        if not self.dirty or self.figure is None:
             return 0
-        self._drawn = version
+        self.dirty = False
         layers, steps, norms = self.recorder.snapshot()
         with self.figure.batch_update():
             fill_flow(self.figure, layers, steps, norms)

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..engine.landscapes import FUNCTIONS, Trajectories
+from ..engine.compare.landscapes import FUNCTIONS, Trajectories
 
 MAX_FRAMES = 60  # animation frames; each only moves one small shape per optimizer, so the JSON stays small
 
@@ -49,7 +49,7 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
                              colorbar=dict(title=dict(text="log(1+f)" if fn.log_scale else "f"), thickness=12),
                              hoverinfo="skip", name="f"))
     for i, (name, path) in enumerate(result.paths.items()):
-        color, final = optimizer_color(name, i), result.final[name]
+        color, final = optimizer_color(name, i), result.results[name]
         steps = np.arange(len(path), dtype=np.float32)
         custom = np.stack([steps, result.losses[name].astype(np.float32)], axis=1)
         fig.add_trace(go.Scatter(x=path[:, 0].astype(np.float32), y=path[:, 1].astype(np.float32),
@@ -96,7 +96,7 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
                                    dict(label="❚❚", method="animate", args=[[None], still])])])
 
     (x0, x1), (y0, y1) = fn.bounds
-    steps_run = max(f["steps"] for f in result.final.values())
+    steps_run = max(f["steps"] for f in result.results.values())
     fig.update_xaxes(range=[x0, x1], title_text="x", showgrid=False, zeroline=False)
     fig.update_yaxes(range=[y0, y1], title_text="y", showgrid=False, zeroline=False)
     fig.update_layout(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import os
 
-from .dashboard import STYLE, in_kernel
+from .display import STYLE, in_kernel
 from .tables import rows_html, rows_text
 
 MAX_ROWS = 60  # layer rows shown; a GPT has hundreds and each would stay in the notebook file

@@ -4,7 +4,7 @@ import json
 import torch
 from torch import nn
 
-from bigmodel_nb.engine.attention import attention
+from bigmodel_nb.engine.inspect.attention import attention
 from bigmodel_nb.ui.attention import attention_figure, heads_figure
 
 

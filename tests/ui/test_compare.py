@@ -2,7 +2,7 @@
 import threading
 import time
 
-from bigmodel_nb.engine.compare import OptimizerComparison
+from bigmodel_nb.engine.compare.optimizers import OptimizerComparison
 from bigmodel_nb.ui.compare import ComparisonDashboard, comparison_figure
 
 
@@ -35,7 +35,7 @@ def test_static_mode_redraws_the_comparison_through_display_handles(monkeypatch,
     """VS Code (no FigureWidget): live status and curves still arrive, then the results table."""
     from IPython.display import DisplayHandle
 
-    from bigmodel_nb.ui.dashboard import PLOTLY_MIME
+    from bigmodel_nb.ui.display import PLOTLY_MIME
 
     monkeypatch.setenv("BIGMODEL_NB_UI", "static")
     sent = []

@@ -1,4 +1,5 @@
 """`%compress` rendering: the HTML table, the bar charts (simulated stages marked), text mode."""
+import functools
 import pytest
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ def test_a_report_without_data_draws_two_panels():
 
 def test_training_stages_can_show_the_training_dashboard(capsys):
     from bigmodel_nb.engine.compress import Distill
-    from bigmodel_nb.ui.compress import live_trainer
+    from bigmodel_nb.api import launch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -78,7 +79,7 @@ def test_training_stages_can_show_the_training_dashboard(capsys):
         torch.manual_seed(0)
         teacher = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         r = compress(teacher, "digits", steps=[Distill(nn.Sequential(nn.Linear(64, 10)), epochs=1)],
-                     trainer=live_trainer(mode="text"), latency_repeats=1)
+                     trainer=functools.partial(launch, mode="text"), latency_repeats=1)
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out

@@ -7,8 +7,10 @@ import pytest
 
 from bigmodel_nb.engine import Run, TrainConfig
 from bigmodel_nb.ui import dashboard as dash_mod
-from bigmodel_nb.ui.controls import launch
-from bigmodel_nb.ui.dashboard import TrainingDashboard, ui_mode
+from bigmodel_nb.ui import display
+from bigmodel_nb.api import launch
+from bigmodel_nb.ui.dashboard import TrainingDashboard
+from bigmodel_nb.ui.display import ui_mode
 from bigmodel_nb.ui.figures import MAX_POINTS, decimate, training_figure
 
 
@@ -103,10 +105,10 @@ def test_static_mode_updates_display_handles_and_ends_with_the_figure(monkeypatc
     dash = TrainingDashboard(run, tick=0.05).show()
     assert dash.figure is None and dash.controls is None
     run.start([slow, dash]).wait()
-    figures = [obj for _, obj in sent if dash_mod.PLOTLY_MIME in obj]
-    statuses = [obj for _, obj in sent if dash_mod.PLOTLY_MIME not in obj]
+    figures = [obj for _, obj in sent if display.PLOTLY_MIME in obj]
+    statuses = [obj for _, obj in sent if display.PLOTLY_MIME not in obj]
     assert len(figures) >= 2 and len(statuses) >= 2
-    final = figures[-1][dash_mod.PLOTLY_MIME]
+    final = figures[-1][display.PLOTLY_MIME]
     train = [t for t in final["data"] if t["name"] == "train"][0]
     x = train["x"]  # plotly ≥ 6 sends numpy arrays as base64 typed arrays: compact in the saved notebook
     steps = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]) if isinstance(x, dict) else x
@@ -132,16 +134,16 @@ def test_widget_mode_falls_back_to_static_figures_when_a_figurewidget_cannot_be_
     assert "Live charts are not available here (ImportError: No module named 'anywidget')" in capsys.readouterr().out
     run.start([dash]).wait()
     assert run.status == "completed"
-    assert any(dash_mod.PLOTLY_MIME in obj for obj in sent)
-    assert 'data-status="completed"' in [obj for obj in sent if dash_mod.PLOTLY_MIME not in obj][-1]["text/html"]
+    assert any(display.PLOTLY_MIME in obj for obj in sent)
+    assert 'data-status="completed"' in [obj for obj in sent if display.PLOTLY_MIME not in obj][-1]["text/html"]
 
 
 def test_final_figures_carry_an_html_form_for_pages_without_a_plotly_renderer(shell, mlp):
     """nbconvert --to html and nbviewer pick text/html; JupyterLab keeps drawing the Plotly JSON."""
     import plotly.graph_objects as go
 
-    bundle = dash_mod.figure_bundle(go.Figure(go.Scatter(x=[0, 1], y=[2, 3], name="train")), "<curves>")
-    assert set(bundle) == {dash_mod.PLOTLY_MIME, "text/plain", "text/html"}
+    bundle = display.figure_bundle(go.Figure(go.Scatter(x=[0, 1], y=[2, 3], name="train")), "<curves>")
+    assert set(bundle) == {display.PLOTLY_MIME, "text/plain", "text/html"}
     html = bundle["text/html"]
     assert "cdn.plot.ly" in html and "Plotly.newPlot" in html and len(html) < 20_000  # plotly.js is not embedded
-    assert "text/html" not in dash_mod.figure_bundle(go.Figure(), "<live>", final=False)
+    assert "text/html" not in display.figure_bundle(go.Figure(), "<live>", final=False)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from bigmodel_nb.engine import Callback, Run, TrainConfig
-from bigmodel_nb.engine.grads import GradientRecorder, GradientReport, grads
-from bigmodel_nb.engine.trainer import Loop
+from bigmodel_nb.engine.inspect.grads import GradientRecorder, GradientReport, grads
+from bigmodel_nb.engine.core.loop import Loop
 from bigmodel_nb.ui import dashboard as dash_mod
-from bigmodel_nb.ui.controls import launch
+from bigmodel_nb.ui import display
+from bigmodel_nb.api import launch
 from bigmodel_nb.ui.dashboard import TrainingDashboard
 from bigmodel_nb.ui.grads import MAX_COLUMNS, flags_text, gradient_figure, gradient_figures, show_gradient_report
 
@@ -90,7 +91,9 @@ def test_live_panel_receives_data_while_the_run_trains(widget_mode, mlp, slow):
     run = Run(mlp(), "digits", TrainConfig(epochs=12, seed=0))  # ≥ 1 s: 240 steps of ≥ 4 ms
     dash = TrainingDashboard(run, tick=0.05, watch_grads=True).show()
     run.start([slow, dash])
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # a loaded machine may take a while to the first logged step
+    while not dash.recorder.steps and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert run.alive
     dash.render()
     heatmap, bars = dash.grad_panel.figure.data
@@ -126,7 +129,7 @@ def test_static_mode_ends_with_the_gradient_figure_and_flags(monkeypatch, shell,
     dash = TrainingDashboard(run, tick=0.05, watch_grads=True).show()
     run.start([slow, dash]).wait()
     grads_updates = [obj for handle, obj in sent if handle == dash._grads_handle.display_id]
-    final = grads_updates[-1][dash_mod.PLOTLY_MIME]
+    final = grads_updates[-1][display.PLOTLY_MIME]
     heatmap = [t for t in final["data"] if t["type"] == "heatmap"][0]
     assert decoded(heatmap["z"]).shape == (2, run.total_steps)
     assert any(t.get("type") == "bar" and t.get("name") == "0 (Linear)" for t in final["data"])  # histograms

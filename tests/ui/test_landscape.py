@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bigmodel_nb.engine.landscapes import FUNCTIONS, trajectories
+from bigmodel_nb.engine.compare.landscapes import FUNCTIONS, trajectories
 from bigmodel_nb.ui.landscape import MAX_FRAMES, optimizer_color, trajectory_figure
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
@@ -31,7 +31,7 @@ def test_contour_of_log_f_under_one_full_path_per_optimizer(fig, result):
     for t in lines:  # the static figure already shows every step
         assert len(t.x) == len(result.paths[t.legendgroup]) == 201
         assert t.line.color == optimizer_color(t.legendgroup)
-        d = result.final[t.legendgroup]["distance"]
+        d = result.results[t.legendgroup]["distance"]
         assert t.name == f"{t.legendgroup} (d={d:.2g})"
     star = next(t for t in fig.data if t.name == "minimum")
     assert (star.x, star.y) == ((1.0,), (1.0,)) and star.marker.symbol == "star"
@@ -48,7 +48,7 @@ def test_slider_and_play_pause_step_through_frames(fig, result):
     last = frames[-1].layout.shapes
     assert len(last) == len(OPTIMIZERS) and len(fig.layout.shapes) == len(OPTIMIZERS)
     for shape, name in zip(last, OPTIMIZERS):  # the last frame puts each marker on its final point
-        assert (shape.xanchor, shape.yanchor) == pytest.approx((result.final[name]["x"], result.final[name]["y"]))
+        assert (shape.xanchor, shape.yanchor) == pytest.approx((result.results[name]["x"], result.results[name]["y"]))
     assert (fig.layout.shapes[0].xanchor, fig.layout.shapes[0].yanchor) == FUNCTIONS["rosenbrock"].start
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine.summary import summarize
+from bigmodel_nb.engine.inspect.summary import summarize
 from bigmodel_nb.ui.summary import MAX_ROWS, fmt_bytes, fmt_count, show_summary, summary_html, summary_text
 
 

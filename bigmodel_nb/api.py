@@ -1,0 +1,262 @@
+"""The front door: the Python twin of every magic, each taking exactly its magic's options as keyword
+arguments. The magics parse a line, resolve names in the notebook and call these; nothing else wires
+transfer, distributed or display options.
+
+    run = bigmodel_nb.train(model, "digits", epochs=5, lr=1e-3)
+    report = bigmodel_nb.compress(model, "digits", prune=0.5, structured=True, finetune=2, quantize="int8")
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+
+import torch
+
+from .engine.core.config import TrainConfig
+from .engine.core.errors import BigModelError
+from .engine.core.run import Run
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# What a --workers run supports beyond the config, and what it refuses (one sentence each, before anything starts).
+WORKER_REFUSALS = {
+    "watch_grads": "--watch-grads records this notebook's copy of the model, which does not train with --workers",
+    "unfreeze_after": "--unfreeze-after changes which parameters train mid-run, which DDP/FSDP fix when the "
+                      "workers start",
+    "resume": "--resume reads this notebook's checkpoints, while --workers restarts from Ray Train's own",
+    "val_every": "--val-every is not available on Ray workers, which validate once per epoch",
+}
+
+
+def _config(options: dict) -> TrainConfig:
+    unknown = [k for k in options if k not in CONFIG_FIELDS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], CONFIG_FIELDS, n=1)
+        hint = f" — did you mean {close[0]}?" if close else f"; the options are: {', '.join(CONFIG_FIELDS)}."
+        raise BigModelError(f"Unknown training option '{unknown[0]}'{hint}")
+    return TrainConfig(**options)
+
+
+def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new_head: int | None = None,
+                freeze: str | None = None, unfreeze_after: int | None = None, watch_grads: bool = False,
+                watch_every: int = 1, workers: int | None = None, gpus_per_worker: float = 0,
+                cluster: str | None = None, strategy: str = "ddp", announce=None, **options):
+    """Check every option, apply the transfer options to `model` and build the `Run` (a `DistributedRun`
+    with `workers`); returns ``(run, callbacks, recorder)``. Nothing trains yet.
+    Example: ``run, callbacks, _ = prepare_run(model, "digits", epochs=2)``"""
+    optimizer = options.pop("optimizer", "adam")
+    instance = optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+    if instance is None:
+        options["optimizer"] = optimizer
+    config = _config(options)
+    if workers is None and (gpus_per_worker or cluster or strategy != "ddp"):
+        raise BigModelError("--gpus-per-worker, --cluster and --strategy go with --workers N; add it.")
+    if workers is not None:
+        given = {"watch_grads": watch_grads, "unfreeze_after": unfreeze_after is not None,
+                 "resume": config.resume, "val_every": config.val_every is not None}
+        refused = next((k for k, v in given.items() if v), None)
+        if refused:
+            raise BigModelError(f"{WORKER_REFUSALS[refused]}; drop it or train without --workers.")
+    if instance is not None and new_head is not None:
+        raise BigModelError("--new-head replaces the head after the optimizer was made, so that optimizer cannot "
+                            "hold it; leave the optimizer to --optimizer.")
+    callbacks = list(callbacks)
+    if any(v is not None for v in (from_, new_head, freeze, unfreeze_after)):
+        from .engine.transfer import prepare
+
+        setup = prepare(model, from_=from_, new_head=new_head, freeze=freeze, unfreeze_after=unfreeze_after)
+        if announce is not None:
+            announce("\n".join(setup.lines()))
+        callbacks = [*setup.callbacks, *callbacks]
+    if workers is not None:
+        from .engine.scale.distributed import DistributedRun
+
+        run = DistributedRun(model, data, config, name=name, optimizer=instance, workers=workers,
+                             gpus_per_worker=gpus_per_worker, cluster=cluster, strategy=strategy)
+    else:
+        run = Run(model, data, config, name=name, optimizer=instance)
+    recorder = None
+    if watch_grads:  # off by default: then nothing is recorded and no step pays for it
+        from .engine.inspect.grads import GradientRecorder
+
+        recorder = GradientRecorder(run.model, every=watch_every)
+        callbacks.append(recorder)  # before any dashboard, so its report is ready when the dashboard ends
+    return run, callbacks, recorder
+
+
+def fit(model, data, *, background: bool = False, **options) -> Run:
+    """Train without any display; the same options as `train`. Example: ``run = fit(model, "digits", epochs=5)``"""
+    run, callbacks, _ = prepare_run(model, data, **options)
+    return run.start(callbacks) if background else run.run_here(callbacks)
+
+
+def train(model, data, *, background: bool = False, quiet: bool = False, mode: str | None = None, publish=None,
+          **options) -> Run:
+    """Train with the live dashboard in a notebook (text progress elsewhere); the options of %%train as
+    keyword arguments (``--from`` is ``from_=``; ``workers=N`` trains on Ray Train workers). In the cell's
+    thread until the run ends or is paused, or in a worker thread from the start (`background`).
+
+    Example: ``run = bigmodel_nb.train(model, "digits", epochs=5, lr=1e-3)``
+    """
+    from .ui.dashboard import TrainingDashboard
+
+    run, callbacks, recorder = prepare_run(model, data, announce=None if quiet else print, **options)
+    if publish is not None:  # e.g. store it in the notebook before the first step, for --background
+        publish(run)
+    dashboard = None if quiet else TrainingDashboard(run, mode, recorder=recorder).show()
+    callbacks = [*callbacks, *([dashboard] if dashboard else [])]
+    if background:
+        return run.start(callbacks)
+    controls = dashboard.controls if dashboard else None
+    if controls is None:
+        return run.run_here(callbacks)
+    controls.arm()
+    try:
+        run.run_here(callbacks, until=lambda: run.paused, on_interrupt=controls.hold_after_interrupt)
+    finally:
+        controls.disarm()
+    if run.paused and run.alive and not controls.interrupted:
+        print(f"{run.name} is paused at step {run.step}; the notebook is free. Resume continues it in the "
+              f"background ({run.name}.resume()), Stop ends it.")
+    return run
+
+
+def launch(model, data, config: TrainConfig, **options) -> Run:
+    """`train` with a ready `TrainConfig` (how compression stages train with a dashboard).
+    Example: ``launch(model, "digits", TrainConfig(epochs=2), quiet=True)``"""
+    return train(model, data, **{name: getattr(config, name) for name in CONFIG_FIELDS}, **options)
+
+
+def lr_find(model, data, *, show: bool = True, **options):
+    """LR range test; in a notebook it also draws the loss-vs-LR curve with the suggestion; the options of %lr_find.
+
+    Example: ``bigmodel_nb.lr_find(model, "digits", optimizer="adam").suggestion``
+    """
+    from .engine.inspect.lr_find import lr_find as sweep
+
+    result = sweep(model, data, **options)
+    if show:
+        from .ui.display import show_figure
+        from .ui.figures import lr_finder_figure
+
+        tip = f"suggested lr {result.suggestion:.2g}" if result.suggestion else "no suggestion: " + "; ".join(result.notes)
+        if result.min_loss_lr:
+            tip += f" (lowest loss at lr {result.min_loss_lr:.2g})"
+        show_figure(lr_finder_figure(result), f"LR range test over {len(result.lrs)} steps: {tip}")
+    return result
+
+
+def compare_optimizers(model, data=None, optimizers=("sgd", "momentum", "rmsprop", "adam", "adamw"), *,
+                       function: str | None = None, start=None, steps: int | None = None, lr=None, show: bool = True,
+                       **options):
+    """Same initial weights, same batches, one curve per optimizer (live in a notebook) -> `Comparison`; or with
+    `function` ("rosenbrock", ...), optimizer paths on a 2-D test function -> `Trajectories`. The options of
+    %compare_optimizers.
+
+    Example: ``bigmodel_nb.compare_optimizers(model, "digits", ["sgd", "adam"], epochs=5).table()``
+    """
+    names = [o.strip() for o in optimizers.split(",")] if isinstance(optimizers, str) else list(optimizers)
+    if function is not None:
+        return _trajectories(function, names, start=start, steps=steps, lr=lr, show=show)
+    from .engine.compare.optimizers import OptimizerComparison
+    from .ui.compare import ComparisonDashboard
+
+    comparison = OptimizerComparison(model, data, names, lr=lr, steps=steps, **options)
+    if not show:
+        return comparison.run()
+    return ComparisonDashboard(comparison).show().run()
+
+
+def _trajectories(function: str, names: list[str], *, start, steps, lr, show: bool):
+    from .engine.compare.landscapes import parse_start, trajectories
+    from .engine.compare.optimizers import parse_lrs
+
+    if isinstance(lr, str) and lr.strip() == "auto":
+        raise BigModelError("--lr auto applies to model comparisons; with --function give numbers or leave it out.")
+    start = parse_start(start) if isinstance(start, str) else start
+    result = trajectories(function, names, steps=steps or 200, start=start,
+                          lr=None if lr is None else parse_lrs(lr, names))
+    if show:
+        from .ui.display import show_figure
+        from .ui.landscape import trajectory_figure
+
+        summary = ", ".join(f"{n} d={f['distance']:.3g}{' (diverged)' if f['diverged'] else ''}"
+                            for n, f in result.results.items())
+        show_figure(trajectory_figure(result), f"{function}: distance to the {result.distance_to} after the last "
+                                               f"step — {summary}")
+    return result
+
+
+def summary(model, input_shape=None, *, show: bool = True, **options):
+    """Parameters, per-layer table, memory estimate and fit (rendered in a notebook); the options of %summary.
+
+    Example: ``bigmodel_nb.summary(model, batch_size=64, precision="bf16").estimate()["total_bytes"]``
+    """
+    from .engine.inspect.summary import summarize
+
+    result = summarize(model, input_shape, **options)
+    if show:
+        from .ui.summary import show_summary
+
+        show_summary(result)
+    return result
+
+
+def grads(model, data, *, show: bool = True, **options):
+    """Gradient flow over a few training steps on a copy (figures and flags in a notebook); the options of %grads.
+
+    Example: ``bigmodel_nb.grads(model, "digits", steps=30).flags``
+    """
+    from .engine.inspect.grads import grads as record
+
+    report = record(model, data, **options)
+    if show:
+        from .ui.grads import show_gradient_report
+
+        show_gradient_report(report)
+    return report
+
+
+def attention(model, input, *, show: bool = True, **options):
+    """Attention maps by layer and head (heatmaps in a notebook); the options of %attention.
+
+    Example: ``bigmodel_nb.attention(gpt, "def f(x):", data="python-stdlib", layer=0).weights(0)``
+    """
+    from .engine.inspect.attention import attention as capture
+
+    result = capture(model, input, **options)
+    if show:
+        from .ui.attention import show_attention
+
+        show_attention(result, options.get("layer"), options.get("head"))
+    return result
+
+
+def compress(model, data=None, *, prune: float | None = None, structured: bool = False, scope: str = "layer",
+             finetune: int | None = None, quantize: str | None = None, distill=None, temperature: float = 4.0,
+             alpha: float = 0.7, order=None, steps=None, show: bool = True, quiet: bool = False, **options):
+    """Prune / fine-tune / distill / quantize with a before/after report; the options of %compress. The steps
+    run prune → finetune → distill → quantize, or in `order` (as the flags appear on a %compress line);
+    `steps=[Prune(0.5), ...]` gives them explicitly instead.
+
+    Example: ``bigmodel_nb.compress(model, "digits", prune=0.5, structured=True, finetune=2, quantize="int8")``
+    """
+    from .engine.compress import compress as run_steps
+    from .engine.compress import steps_from_flags
+
+    flagged = steps_from_flags(prune=prune, structured=structured, scope=scope, finetune=finetune, quantize=quantize,
+                               distill=distill, temperature=temperature, alpha=alpha, order=order)
+    if steps is not None and flagged:
+        raise BigModelError("Give the compression either as steps=[...] or as prune=/finetune=/distill=/quantize=, "
+                            "not both.")
+    steps = flagged if steps is None else steps
+    if not steps:
+        raise BigModelError("Nothing to do; give at least one of prune=R, quantize=MODE, distill=STUDENT "
+                            "(--prune, --quantize, --distill).")
+    trainer = functools.partial(launch, quiet=quiet or not show)
+    report = run_steps(model, data, steps=steps, temperature=temperature, alpha=alpha, trainer=trainer, **options)
+    if show:
+        from .ui.compress import show_compression_report
+
+        show_compression_report(report)
+    return report

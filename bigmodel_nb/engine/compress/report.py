@@ -1,0 +1,316 @@
+"""What `%compress` measures, and the report it hands back: every stage of a compression is
+measured the same way — parameters, a weights file really written, latency, test metrics.
+
+Every stage row: ``stage, params, nonzero, size_bytes`` (a safetensors file really written),
+``format, size_ratio`` (original ÷ this), ``latency_ms`` (median of timed runs after warm-up),
+``speedup`` (original ÷ this), ``batch, threads, accuracy, loss`` (test split), ``real`` and
+``note``. A row is ``real=False`` when its gain is only simulated (unstructured pruning: zeros that
+dense kernels still store and multiply). The engine never prints; the UI (`ui.compress`) draws the report.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core import checkpoint as ckpt
+from .steps import fmt_bytes, is_plain
+from .distill import logits_of
+from ..core.errors import BigModelError
+from ..core.forward import resolve_loss
+from ..core.metrics import evaluate_model
+
+
+# -- the report -----------------------------------------------------------------------------------
+@dataclass
+class CompressionReport:
+    """One row per stage (original, then after each step). Fields (contract): ``stages``,
+    ``model`` (the compressed model), ``table()``, ``save(path)``; plus ``notes`` (how things were
+    measured, backend choices), ``runs`` (stage label → training `Run`) and ``steps``.
+
+    Example: ``report.table()[["stage", "size_bytes", "latency_ms", "accuracy", "real"]]``
+    """
+
+    stages: list[dict]
+    model: nn.Module
+    notes: list[str] = field(default_factory=list)
+    runs: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)
+
+    def table(self):
+        """A pandas DataFrame of the rows (the list of row dicts without pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            return [dict(r) for r in self.stages]
+        return pd.DataFrame(self.stages)
+
+    def save(self, path) -> Path:
+        """Write the compressed model's weights as safetensors with the stage rows as metadata;
+        quantized weights are stored as their int8 values plus scales. Example: ``report.save("mlp-int8")``"""
+        path = _with_suffix(path)
+        meta = {"stages": [{k: _json(v) for k, v in r.items()} for r in self.stages],
+                "steps": [s.label() for s in self.steps], "model": type(self.model).__name__}
+        write_weights(self.model, path, meta)
+        return path
+
+    def text(self) -> str:
+        """The stage table as fixed-width text."""
+        rows = [{"stage": r["stage"], "params": f"{r['params']:,}", "nonzero": f"{r['nonzero']:,}",
+                 "size": fmt_bytes(r["size_bytes"]), "×smaller": f"{r['size_ratio']:.2f}",
+                 "latency": "—" if r["latency_ms"] is None else f"{r['latency_ms']:.3g} ms",
+                 "×faster": "—" if r["speedup"] is None else f"{r['speedup']:.2f}",
+                 "accuracy": "—" if r.get("accuracy") is None else f"{r['accuracy']:.2%}",
+                 "loss": "—" if r.get("loss") is None else f"{r['loss']:.4f}",
+                 "real": "real" if r["real"] else "SIMULATED"} for r in self.stages]
+        cols = list(rows[0]) if rows else []
+        widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+        lines += ["  ".join(r[c].ljust(w) for c, w in zip(cols, widths)) for r in rows]
+        return "\n".join(lines + [f"- {r['stage']}: {r['note']}" for r in self.stages] + [f"* {n}" for n in self.notes])
+
+    def __repr__(self) -> str:
+        last = self.stages[-1] if self.stages else {}
+        faster = "" if last.get("speedup") is None else f", {last['speedup']:.2f}× faster"
+        return (f"<CompressionReport {len(self.stages)} stages: {last.get('stage', '')}, "
+                f"{last.get('size_ratio', 1):.2f}× smaller{faster}>")
+
+
+# -- measuring ------------------------------------------------------------------------------------
+class StageMeter:
+    """Measures every stage the same way, the ratios relative to the first stage measured: latency
+    on `x` (`example`, else the first `latency_batch` inputs of the data; None: not measured),
+    accuracy and loss on `split` (the data's test, else val, split; None: not measured)."""
+
+    def __init__(self, bundle, example, latency_batch: int, device, repeats: int | None = None):
+        self.x = _timing_input(bundle, example, latency_batch, device)
+        self.split, split_name = _eval_split(bundle)
+        self.task, self.device, self.repeats = None if bundle is None else bundle.task, device, repeats
+        self.threads = t = torch.get_num_threads()
+        self.base: dict = {}
+        self.notes = [
+            f"latency: median of timed forward passes (no_grad) after 3 warm-up runs, batch {self.x.shape[0]}, "
+            f"{t} CPU thread{'s' if t != 1 else ''}, on {device}; shared machines are noisy — compare ratios within one report"
+            if self.x is not None else "latency not measured: pass data or example= (an input batch)",
+            f"accuracy and loss on the {split_name} split ({len(self.split)} samples)" if self.split is not None
+            else "accuracy not measured: pass data with a test split"]
+
+    def row(self, label: str, model: nn.Module, runner: nn.Module, real: bool, note: str) -> dict:
+        """The row of `model` as it is now; `runner` is what evaluation and timing call (the model,
+        or the model behind an input cast)."""
+        model.eval()
+        params, nonzero = count_weights(model)
+        size, fmt = _file_size(model)
+        ms = None
+        if self.x is not None:
+            with _quiet():
+                ms, _ = measure_latency(runner.eval(), self.x, repeats=self.repeats)
+        accuracy = loss = None
+        if self.split is not None:
+            with _quiet():
+                metrics = evaluate_model(runner, self.split, batch_size=256, device=self.device,
+                                         loss_fn=resolve_loss(None, self.task), task=self.task)
+            accuracy, loss = metrics.get("accuracy"), metrics["loss"]
+        if not self.base:
+            self.base.update(size=size, ms=ms)
+        return {"stage": label, "params": params, "nonzero": nonzero, "size_bytes": size, "format": fmt,
+                "size_ratio": self.base["size"] / size, "latency_ms": ms,
+                "speedup": None if ms is None or not self.base["ms"] else self.base["ms"] / ms,
+                "batch": None if self.x is None else int(self.x.shape[0]), "threads": self.threads,
+                "accuracy": accuracy, "loss": loss, "real": bool(real), "note": note}
+
+
+class CastInputs(nn.Module):
+    """Runs a half-precision model on float32 inputs: casts floating inputs to the model's dtype
+    and returns float32 logits (what evaluation and timing of an fp16/bf16 model need)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = model, dtype
+
+    def forward(self, x, *rest):
+        if torch.is_tensor(x) and x.is_floating_point():
+            x = x.to(self.dtype)
+        return logits_of(self.inner(x)).float()
+
+
+def _timing_input(bundle, example, latency_batch, device):
+    if example is not None:
+        if not torch.is_tensor(example):
+            raise BigModelError(f"example must be an input batch (a tensor); got {type(example).__name__}.")
+        return example.to(device)
+    if bundle is None:
+        return None
+    split = next(s for s in (bundle.test, bundle.val, bundle.train) if s is not None and len(s))
+    x, _ = next(iter(split.batches(latency_batch, device)))
+    return x
+
+
+def _eval_split(bundle):
+    if bundle is None:
+        return None, None
+    for name in ("test", "val"):
+        split = getattr(bundle, name)
+        if split is not None and len(split):
+            return split, name
+    return None, None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Quantized kernels warn about deprecated quantized-tensor functions on every call: not news here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+        yield
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: int | None = None,
+                    budget_s: float = 1.0) -> tuple[float, int]:
+    """(median ms, number of timed runs) of ``model(x)`` under ``no_grad`` after `warmup` untimed
+    runs; `repeats` fixed, or (None) at least 5 and up to 50 runs within about `budget_s` seconds.
+
+    Example: ``ms, n = measure_latency(model.eval(), torch.randn(64, 64))``
+    """
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        sync()
+        end = time.perf_counter() + budget_s
+        while True:
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - t0)
+            if repeats is not None:
+                if len(times) >= repeats:
+                    break
+            elif len(times) >= 50 or (len(times) >= 5 and time.perf_counter() > end):
+                break
+    return statistics.median(times) * 1e3, len(times)
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's values as an ordinary float tensor (dequantized when quantized)."""
+    if is_plain(t):
+        return t.detach()
+    return t.detach().dequantize() if hasattr(t, "dequantize") else t.detach()
+
+
+def _weights(model: nn.Module):
+    """(name, values) of every weight, each counted once: parameters, plus the packed int8 weights
+    of torch.ao dynamic-quantized Linear layers (which are not parameters)."""
+    seen = set()
+    for mname, module in model.named_modules():
+        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
+            w, b = module.weight(), module.bias()
+            yield f"{mname}.weight", w.dequantize()
+            if b is not None:
+                yield f"{mname}.bias", b.detach()
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield f"{mname}.{pname}" if mname else pname, _dense(p)
+
+
+def count_weights(model: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters), quantized weights included. Example: ``count_weights(model)``"""
+    total = nonzero = 0
+    with torch.no_grad():
+        for _, w in _weights(model):
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+    return total, nonzero
+
+
+# -- weight files ---------------------------------------------------------------------------------
+def flat_state(model: nn.Module) -> tuple[dict, dict, str]:
+    """(plain tensors, metadata, format) for safetensors: quantized tensors become their int8
+    values plus scales (and zero points), tensor subclasses (torchao) their inner tensors."""
+    tensors, meta, kinds, storages = {}, {}, set(), set()
+
+    def put(name, t):
+        t = t.detach().to("cpu")
+        ptr = t.untyped_storage().data_ptr()
+        t = t.clone() if (t.numel() and ptr in storages) else t.contiguous()
+        storages.add(ptr)
+        tensors[name] = t
+
+    def walk(name, v):
+        if v is None:
+            return
+        if isinstance(v, torch.Tensor):
+            if is_plain(v):
+                put(name, v)
+            elif v.is_quantized:  # torch.ao: int8 values + scale/zero point (per tensor or per channel)
+                kinds.add("torch.ao")
+                put(name, v.int_repr())
+                per_channel = v.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+                put(f"{name}.scale", v.q_per_channel_scales() if per_channel else torch.tensor([v.q_scale()]))
+                put(f"{name}.zero_point", v.q_per_channel_zero_points() if per_channel else torch.tensor([v.q_zero_point()]))
+                meta[name] = {"quantized": str(v.dtype), "qscheme": str(v.qscheme()), "shape": list(v.shape)}
+            elif hasattr(v, "__tensor_flatten__"):  # torchao tensor subclasses
+                kinds.add("torchao")
+                inner, _ = v.__tensor_flatten__()
+                meta[name] = {"subclass": type(v).__name__, "shape": list(v.shape), "dtype": str(v.dtype)}
+                for attr in inner:
+                    walk(f"{name}.{attr}", getattr(v, attr))
+            else:
+                put(name, v.as_subclass(torch.Tensor))
+        elif isinstance(v, (tuple, list)):
+            for i, item in enumerate(v):
+                walk(f"{name}.{i}", item)
+        else:
+            meta[name] = str(v)  # e.g. the dtype entry of packed params
+
+    for name, value in model.state_dict().items():
+        walk(name, value)
+    fmt = "safetensors" if not kinds else f"safetensors (int8 + scales from {' & '.join(sorted(kinds))})"
+    return tensors, meta, fmt
+
+
+def write_weights(model: nn.Module, path, meta: dict | None = None) -> str:
+    """Write the model's weights to `path` (``.safetensors`` added if missing, written atomically) and
+    return the format written:
+    ordinary models through `checkpoint.save_weights` (loadable with `load_weights`), quantized ones
+    as their int8 values plus scales. Example: ``write_weights(model, "/tmp/m.safetensors")``"""
+    path = _with_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if all(isinstance(v, torch.Tensor) and is_plain(v) for v in state.values()):
+        ckpt.save_weights(model, path, meta)
+        return "safetensors"
+    from safetensors.torch import save_file
+
+    tensors, qmeta, fmt = flat_state(model)
+    header = {"format_version": str(ckpt.FORMAT_VERSION), "bigmodel_nb": json.dumps(meta or {}),
+              "bigmodel_nb.quantized": json.dumps(qmeta)}
+    ckpt.atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return fmt
+
+
+def _file_size(model: nn.Module) -> tuple[int, str]:
+    with tempfile.TemporaryDirectory(prefix="bmnb-compress-") as tmp:
+        path = Path(tmp) / "stage.safetensors"
+        fmt = write_weights(model, path)
+        return path.stat().st_size, fmt
+
+
+def _with_suffix(path) -> Path:
+    path = Path(path)
+    return path if path.suffix == ckpt.SUFFIX else path.with_name(path.name + ckpt.SUFFIX)
+
+
+def _json(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v

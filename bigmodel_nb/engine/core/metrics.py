@@ -1,0 +1,112 @@
+"""The metrics seam: every loop (a run, the Ray workers, evaluation, the stacked comparison) measures
+loss and task metrics here. Sums stay on the device between logging steps; `compute()` reads them
+back in one transfer. Adding a metric is adding a `Metric` to `TASK_METRICS`.
+
+    metrics = Metrics("classification", device); metrics.update(loss, logits, y); metrics.compute()
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .forward import autocast, forward_loss, takes_targets
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric that is the mean of a per-target value: `values(logits, y)` gives one number per target
+    (per sample, or per token for [B, T, V] outputs). Example: ``Metric("accuracy", lambda o, y: o.argmax(-1) == y)``"""
+
+    name: str
+    values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+ACCURACY = Metric("accuracy", lambda logits, y: logits.argmax(-1) == y)
+TASK_METRICS: dict[str, tuple[Metric, ...]] = {"classification": (ACCURACY,), "regression": (),
+                                                "language-model": ()}
+
+
+class Metrics:
+    """Sample-weighted mean loss and the task's metrics, summed on the device.
+
+    `update` never synchronises (no `.item()`); `compute()` reads everything back at once. With
+    `copies=K` (the stacked optimizer comparison) losses are [K] and outputs [K, batch, ...], and
+    `compute()` gives one row per copy. `sums()` is the state as one tensor, so the Ray workers
+    all-reduce it in one call.
+    """
+
+    def __init__(self, task: str | None, device, metrics: tuple[Metric, ...] | None = None, copies: int | None = None):
+        self.metrics = TASK_METRICS.get(task or "", ()) if metrics is None else metrics
+        self.device, self.copies = torch.device(device), copies
+        shape = () if copies is None else (copies,)
+        self.loss = torch.zeros(shape, device=self.device)
+        self.values = [torch.zeros(shape, device=self.device) for _ in self.metrics]
+        self.samples = 0
+        self.counts = [0] * len(self.metrics)
+        self.since = time.perf_counter()
+        self.untimed = 0  # samples of a step outside the timing (the compiling one), left out of samples/s
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, y, n: int | None = None) -> None:
+        """Add one batch: its mean `loss` (weighted by its `n` samples) and the metrics of `logits` against `y`."""
+        n = y.shape[0] if n is None else n
+        self.loss += loss.detach().float() * n
+        self.samples += n
+        if self.metrics:
+            logits = logits.detach()
+            for i, metric in enumerate(self.metrics):
+                hits = metric.values(logits, y)
+                if self.copies is None:
+                    self.values[i] += hits.sum()
+                    self.counts[i] += hits.numel()
+                else:
+                    self.values[i] += hits.flatten(1).sum(1)
+                    self.counts[i] += hits[0].numel()
+
+    def sums(self) -> torch.Tensor:
+        """[loss·n, metric sums…, n, metric counts…] as one device tensor (one model, not copies)."""
+        counts = torch.tensor([self.samples, *self.counts], dtype=torch.float32)
+        return torch.cat([torch.stack([self.loss.float(), *[v.float() for v in self.values]]),
+                          counts.to(self.device, non_blocking=True)])
+
+    def compute(self, sums: torch.Tensor | None = None):
+        """``{"loss": …, <metric>: …}`` (one device read); a list of them with `copies`.
+        `sums`: a `sums()` tensor, e.g. all-reduced over workers."""
+        k = len(self.metrics)
+        if sums is not None:
+            flat = sums.tolist()
+            return self._row(flat[0], flat[1:1 + k], flat[1 + k], flat[2 + k:])
+        head = torch.stack([self.loss.float(), *[v.float() for v in self.values]]).tolist()
+        if self.copies is None:
+            return self._row(head[0], head[1:], self.samples, self.counts)
+        return [self._row(head[0][c], [v[c] for v in head[1:]], self.samples, self.counts) for c in range(self.copies)]
+
+    def _row(self, loss: float, values, samples, counts) -> dict:
+        row = {"loss": loss / max(1, samples)}
+        for metric, value, count in zip(self.metrics, values, counts):
+            row[metric.name] = value / max(1, count)
+        return row
+
+    def samples_per_s(self) -> float:
+        return (self.samples - self.untimed) / max(1e-9, time.perf_counter() - self.since)
+
+
+def evaluate_model(model, split, *, batch_size: int, device, loss_fn, task: str | None, amp=None) -> dict:
+    """Mean loss (and the task's metrics) of `model` on a data split, weights untouched.
+
+    Example: ``evaluate_model(model, bundle.test, batch_size=256, device="cpu", loss_fn=F.cross_entropy, task="classification")``
+    """
+    was_training = model.training
+    model.eval()
+    with_targets = takes_targets(model)
+    metrics = Metrics(task, device)
+    try:
+        with torch.no_grad(), autocast(device, amp):
+            for x, y in split.batches(batch_size, device):
+                logits, loss = forward_loss(model, x, y, loss_fn, with_targets)
+                metrics.update(loss, logits, y, x.shape[0])
+    finally:
+        model.train(was_training)
+    return metrics.compute()

@@ -1,0 +1,9 @@
+"""Data: the built-in datasets (registered by name in the core's registry) and, from the core, the
+batch protocol that turns whatever a user has into a `DataBundle`.
+
+    load_dataset("digits").train.num_batches(64)
+"""
+from . import builtin, images, text  # noqa: F401  (registers digits, spirals, sine, mnist, fashion-mnist, text corpora)
+from ..core.batches import DATASETS, TASKS, DataBundle, Split, as_bundle, epoch_order, load_dataset, register_dataset
+
+__all__ = ["DATASETS", "TASKS", "DataBundle", "Split", "as_bundle", "epoch_order", "load_dataset", "register_dataset"]

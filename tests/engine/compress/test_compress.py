@@ -1,0 +1,298 @@
+"""`compress`: pruning (simulated vs real), quantization, distillation, the report, and bad input."""
+import copy
+import json
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from bigmodel_nb.engine import BigModelError, load_dataset, load_weights
+from bigmodel_nb.api import fit
+from bigmodel_nb.engine.compress import (Distill, Finetune, Prune, Quantize, compress, count_weights, parse_steps,
+                                         steps_from_flags)
+from bigmodel_nb.engine.core.callbacks import Callback
+from bigmodel_nb.models import GPT, GPTConfig
+
+FAST = dict(latency_repeats=2, latency_batch=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Correctness, not speed, is tested here: one thread keeps these tests fast on a busy shared machine
+    (two OpenMP threads competing with other processes for two cores can be 100× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def mlp(hidden=128, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    """A trained MLP (≈97% on the digits test split), shared: tests must never change it."""
+    model = mlp()
+    fit(model, digits, epochs=8, seed=0)
+    return model.eval()
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(model, snap):
+    sd = model.state_dict()
+    return sd.keys() == snap.keys() and all(torch.equal(sd[k], snap[k]) for k in snap)
+
+
+def test_unstructured_pruning_gives_the_sparsity_asked_for_and_says_it_is_simulated(teacher, digits):
+    before = snapshot(teacher)
+    report = compress(teacher, digits, steps=[Prune(0.3)], **FAST)
+    original, pruned = report.stages
+    linears = [m for m in report.model.modules() if isinstance(m, nn.Linear)]
+    for m in linears:  # per layer: exactly the requested fraction of each weight is zero
+        assert int((m.weight == 0).sum()) == round(0.3 * m.weight.numel())
+    assert pruned["params"] == original["params"]
+    assert original["params"] - pruned["nonzero"] == sum(round(0.3 * m.weight.numel()) for m in linears)
+    assert pruned["real"] is False and original["real"] is True and "masks only" in pruned["note"]
+    assert pruned["size_bytes"] == original["size_bytes"]  # zeros take as many bytes as anything else
+    assert not any(hasattr(m, "weight_mask") for m in report.model.modules())  # masks made permanent
+    assert pruned["latency_ms"] > 0 and pruned["batch"] == 16 and pruned["threads"] == torch.get_num_threads()
+    assert same(teacher, before)
+
+    glob = compress(teacher, None, steps=[Prune(0.6, scope="global")], example=torch.randn(4, 64), latency_repeats=1)
+    weights = torch.cat([m.weight.flatten() for m in glob.model.modules() if isinstance(m, nn.Linear)])
+    assert (weights == 0).float().mean().item() == pytest.approx(0.6, abs=1e-3)
+    assert glob.stages[1]["accuracy"] is None  # no data: nothing to evaluate on
+
+
+def test_structured_pruning_really_removes_channels_and_the_model_still_runs(teacher, digits):
+    report = compress(teacher, digits, steps=[Prune(0.5, structured=True)], **FAST)
+    original, pruned = report.stages
+    model = report.model
+    assert pruned["real"] is True and "really removed" in pruned["note"]
+    assert pruned["params"] == sum(p.numel() for p in model.parameters())
+    assert pruned["params"] / original["params"] == pytest.approx(0.5, abs=0.03)
+    assert pruned["size_bytes"] < 0.55 * original["size_bytes"]
+    assert model[0].out_features < 128 and model[2].in_features == model[0].out_features
+    assert model[4].out_features == 10  # the classifier keeps its classes
+    x = torch.randn(5, 64)
+    assert model(x).shape == (5, 10)
+    assert pruned["accuracy"] > 0.5
+
+
+def test_finetuning_after_unstructured_pruning_keeps_the_zeros(teacher, digits):
+    report = compress(teacher, digits, steps=[Prune(0.7), Finetune(1)], seed=0, **FAST)
+    pruned, tuned = report.stages[1:]
+    assert tuned["nonzero"] == pruned["nonzero"] and tuned["real"] is False
+    assert tuned["accuracy"] >= pruned["accuracy"] - 0.02
+    assert list(report.runs) == ["finetune 1 epoch"] and report.runs["finetune 1 epoch"].status == "completed"
+
+
+@pytest.mark.parametrize("backend", ["auto", "torchao"])
+def test_int8_shrinks_the_file_and_stays_close_to_float(teacher, digits, backend):
+    report = compress(teacher, digits, steps=[Quantize("int8", backend=backend)], **FAST)
+    original, q = report.stages
+    assert q["size_ratio"] > 3.3 and q["real"] is True and q["format"].startswith("safetensors (int8")
+    assert q["params"] == original["params"]
+    x = digits.test.tensors()[0][:200]
+    with torch.no_grad():
+        ref, out = teacher(x), report.model(x)
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert q["accuracy"] == pytest.approx(original["accuracy"], abs=0.03)
+    if backend == "auto":  # on CPU the deprecated torch.ao path, with its warning turned into one note
+        assert "quantize_dynamic is deprecated" in " ".join(report.notes) and "torch.ao" in q["note"]
+
+
+def test_int8_weight_only_and_half_precision(teacher, digits):
+    wo = compress(teacher, digits, steps=[Quantize("int8-weight")], **FAST)
+    assert wo.stages[1]["size_ratio"] > 3.3 and "not expected to be faster" in wo.stages[1]["note"]
+    for mode, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        report = compress(teacher, digits, steps=[Quantize(mode)], **FAST)
+        original, half = report.stages
+        assert half["size_bytes"] / original["size_bytes"] == pytest.approx(0.5, abs=0.01)
+        assert next(report.model.parameters()).dtype == dtype
+        assert half["accuracy"] == pytest.approx(original["accuracy"], abs=0.02)
+
+
+def test_a_transformer_encoder_layer_quantizes_and_runs_off_its_fast_path():
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0).eval()
+    x = torch.randn(2, 6, 32)
+    report = compress(model, None, steps=[Quantize("int8")], example=x, latency_repeats=1)
+    with torch.no_grad():
+        assert (report.model(x) - model(x)).abs().max() < 0.1
+    assert report.stages[1]["size_ratio"] > 1.4  # int8 Linear weights; attention's in_proj stays float
+
+
+def test_a_distilled_student_trains_and_goes_on(teacher, digits):
+    student = mlp(16, seed=1)
+    before, teacher_before = snapshot(student), snapshot(teacher)
+    seen = []
+
+    class Spy(Callback):
+        def on_train_end(self, run, logs):
+            seen.append(run.name)
+
+    report = compress(teacher, digits, steps=[Distill(student, epochs=6)], seed=0, lr=3e-3, callbacks=[Spy()], **FAST)
+    original, distilled = report.stages
+    assert seen == ["distill"] and report.runs["distill → Sequential"].status == "completed"
+    assert distilled["params"] == count_weights(student)[0] < original["params"] / 4
+    assert distilled["accuracy"] > 0.85 and distilled["size_ratio"] > 4
+    assert "frozen teacher (T=4, α=0.7)" in distilled["note"]
+    assert report.model is not student and same(student, before) and same(teacher, teacher_before)
+    history = report.runs["distill → Sequential"].history
+    assert history[0]["loss"] > history[-1]["loss"]
+
+
+class StageRows(Callback):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def on_stage_end(self, report, row):
+        self.rows.append(row)
+
+
+def test_a_full_pipeline_leaves_the_original_untouched_and_saves(teacher, digits, tmp_path):
+    before = snapshot(teacher)
+    rows = []
+    report = compress(teacher, digits, steps=[("prune", {"ratio": 0.5, "structured": True}), ("finetune", 1),
+                                              ("quantize", "int8")], seed=0, callbacks=[StageRows(rows)], **FAST)
+    assert [r["stage"] for r in report.stages] == ["original", "prune 50% structured (layer)", "finetune 1 epoch",
+                                                    "quantize int8"]
+    assert [r["stage"] for r in rows] == [r["stage"] for r in report.stages]
+    assert same(teacher, before) and all(type(m) in (nn.Sequential, nn.Linear, nn.ReLU) for m in teacher.modules())
+    assert report.stages[-1]["size_ratio"] > 6
+    table = report.table()
+    assert list(table["stage"]) == [r["stage"] for r in report.stages]
+    assert {"stage", "params", "nonzero", "size_bytes", "latency_ms", "accuracy", "real", "note"} <= set(table.columns)
+
+    path = report.save(tmp_path / "int8")
+    assert path.name == "int8.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["bigmodel_nb"])
+        assert [s["stage"] for s in meta["stages"]] == [r["stage"] for r in report.stages]
+        assert any(f.get_tensor(k).dtype == torch.int8 for k in f.keys())
+
+    pruned = compress(teacher, digits, steps=[Prune(0.5, structured=True)], **FAST)
+    path = pruned.save(tmp_path / "pruned")
+    copy_ = copy.deepcopy(pruned.model)
+    for p in copy_.parameters():
+        p.data.zero_()
+    load_weights(copy_, path)
+    assert same(copy_, snapshot(pruned.model))
+
+
+def test_inplace_compresses_the_model_itself(digits):
+    model = mlp(32)
+    report = compress(model, digits, steps=[Prune(0.5)], inplace=True, **FAST)
+    assert report.model is model and (model[0].weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_steps_from_flags_and_the_step_forms(teacher):
+    steps = steps_from_flags(prune=0.5, structured=True, scope="global", finetune=2, quantize="int8",
+                             order=["quantize", "prune"])
+    assert [s.kind for s in steps] == ["quantize", "prune", "finetune"]
+    assert steps[1] == Prune(0.5, structured=True, scope="global")
+    assert [s.kind for s in steps_from_flags(quantize="bf16", prune=0.2, finetune=1)] == ["prune", "finetune", "quantize"]
+    d = steps_from_flags(distill=mlp(8), temperature=2.0, alpha=0.5)[0]
+    assert (d.temperature, d.alpha) == (2.0, 0.5)
+    assert parse_steps([{"quantize": {"mode": "half"}}, ("finetune", 3), Prune(0.1)]) == [
+        Quantize("fp16"), Finetune(3), Prune(0.1)]
+
+
+def test_bad_input_is_one_sentence_and_leaves_the_model_untouched(teacher, digits, monkeypatch):
+    before = snapshot(teacher)
+    cases = [
+        (lambda: compress(teacher, digits, steps=[Prune(1.5)]), "between 0 and 1"),
+        (lambda: compress(teacher, digits, steps=[("prune", 0)]), "between 0 and 1"),
+        (lambda: compress(teacher, digits, steps=[("quantize", "int4")]), "choose one of: int8, int8-weight, fp16, bf16"),
+        (lambda: compress(teacher, digits, steps=[("shrink", {})]), "choose one of: prune, finetune, quantize, distill"),
+        (lambda: compress(teacher, digits, steps=[Distill(nn.Linear(64, 5))]), "give the student the teacher's output size (10)"),
+        (lambda: compress(teacher, None, steps=[Finetune(1)], example=torch.randn(2, 64)), "pass data"),
+        (lambda: compress(teacher, None, steps=[Distill(mlp(8))]), "pass data"),
+        (lambda: compress(teacher, None, steps=[Prune(0.5, structured=True)]), "pass data or example="),
+        (lambda: compress(teacher, digits, steps=[Quantize("int8"), Prune(0.5)]), "put --quantize last"),
+        (lambda: compress(teacher, digits, steps=[Distill(mlp(8))], temperature=0), "temperature must be"),
+        (lambda: compress(teacher, digits, steps=[Prune(0.5, scope="row")]), "choose one of: layer, global"),
+        (lambda: compress(nn.Sequential(nn.Conv2d(1, 2, 3)), None, steps=[Quantize("int8")],
+                          example=torch.randn(1, 1, 8, 8)), "Linear layers only"),
+    ]
+    for call, words in cases:
+        with pytest.raises(BigModelError, match=words.replace("(", r"\(").replace(")", r"\)")) as info:
+            call()
+        assert str(info.value).replace("e.g. ", "").count(". ") == 0 and str(info.value).endswith(".")
+    # an optional package that is not installed is named, with the pip line
+    for module in ("torchao", "torchao.quantization", "torch_pruning"):
+        monkeypatch.setitem(sys.modules, module, None)  # what an import of a missing package sees
+    with pytest.raises(BigModelError, match=r"needs torchao, which is not installed; pip install torchao\.$"):
+        compress(teacher, digits, steps=[Quantize("int8-weight")])
+    with pytest.raises(BigModelError, match=r"needs Torch-Pruning; pip install torch-pruning\.$"):
+        compress(teacher, digits, steps=[Prune(0.5, structured=True)])
+    assert compress(teacher, digits, steps=[Quantize("int8")], **FAST).stages[1]["size_ratio"] > 3  # torch.ao needs neither
+    assert same(teacher, before)
+
+
+class PinnedReshape(nn.Module):
+    """Reshapes a layer's output to a hard-coded shape: removing any of its channels breaks it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 64), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x).view(-1, 4, 16)).mean(dim=1)
+
+
+def test_a_model_torch_pruning_cannot_prune_names_the_layer():
+    torch.manual_seed(0)
+    model = PinnedReshape()
+    before = snapshot(model)
+    with pytest.raises(BigModelError, match=r"Torch-Pruning cannot prune PinnedReshape.*ignore=") as info:
+        compress(model, None, steps=[Prune(0.3, structured=True)], example=torch.randn(2, 8), latency_repeats=1)
+    assert "'fc1'" in str(info.value)
+    assert same(model, before)
+
+
+def test_structured_pruning_removes_whole_attention_heads_exactly():
+    """Removing a head equals zeroing its slice of the output projection: checked against the original."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16)).eval()
+    idx = torch.randint(0, 96, (3, 12))
+    report = compress(model, None, steps=[Prune(0.5, structured=True, ignore=("*mlp*",))], example=idx, latency_repeats=1)
+    pruned = report.model
+    assert "attention heads blocks.0.attn 4→" in report.stages[1]["note"]
+    masked = copy.deepcopy(model)
+    for old, new in zip(masked.blocks, pruned.blocks):
+        heads = new.attn.n_head
+        assert 1 <= heads < 4 and new.attn.qkv.out_features == 3 * heads * 8 and new.attn.proj.in_features == heads * 8
+        assert new.mlp.fc.out_features == 128  # ignored
+        q_old, q_new = old.attn.qkv.weight[:32].view(4, 8, 32), new.attn.qkv.weight[:heads * 8].view(heads, 8, 32)
+        kept = [h for h in range(4) if any(torch.equal(q_old[h], q) for q in q_new)]
+        assert len(kept) == heads
+        with torch.no_grad():
+            for h in set(range(4)) - set(kept):
+                old.attn.proj.weight[:, h * 8:(h + 1) * 8] = 0
+    torch.testing.assert_close(pruned(idx)[0], masked(idx)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_structured_pruning_of_a_transformer_halves_it_and_keeps_its_vocabulary():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16))
+    report = compress(model, None, steps=[Prune(0.5, structured=True)], example=torch.randint(0, 96, (2, 8)),
+                      latency_repeats=1)
+    original, pruned = report.stages
+    assert pruned["params"] / original["params"] == pytest.approx(0.5, abs=0.05)
+    assert report.model.token_embedding.weight.shape == (96, 32)  # residual width and vocabulary kept
+    assert report.model.lm_head.weight is report.model.token_embedding.weight  # still tied
+    assert report.model(torch.randint(0, 96, (2, 16)))[0].shape == (2, 16, 96)
