@@ -139,7 +139,8 @@ def lr_find(model, data, *, show: bool = True, **options):
         from .ui.display import show_figure
         from .ui.figures import lr_finder_figure
 
-        tip = f"suggested lr {result.suggestion:.2g}" if result.suggestion else "no suggestion: " + "; ".join(result.notes)
+        tip = (f"suggested lr {result.suggestion:.2g}" if result.suggestion
+               else "no suggestion: " + "; ".join(result.notes))
         if result.min_loss_lr:
             tip += f" (lowest loss at lr {result.min_loss_lr:.2g})"
         show_figure(lr_finder_figure(result), f"LR range test over {len(result.lrs)} steps: {tip}")

@@ -22,7 +22,8 @@ class InspectMagics(MagicsBase):
     @argument("--precision", default="fp32", help="fp32, bf16, fp16 or int8.")
     @argument("--optimizer", default="adam", help="Optimizer whose state is counted (sgd, momentum, adam, ...).")
     @argument("--device", default=None, help="Device to check the fit against (default: the detected one).")
-    @argument("--name", type=result_name, default="model_summary", help="Variable that receives the result (default: model_summary).")
+    @argument("--name", type=result_name, default="model_summary",
+              help="Variable that receives the result (default: model_summary).")
     @line_magic
     @user_errors
     def summary(self, line: str):
@@ -51,7 +52,8 @@ class InspectMagics(MagicsBase):
     @argument("--device", default="auto")
     @argument("--seed", type=seed_value, default=0)
     @argument("--inplace", action="store_true", help="Train the model itself, not a copy.")
-    @argument("--name", type=result_name, default="gradients", help="Variable that receives the report (default: gradients).")
+    @argument("--name", type=result_name, default="gradients",
+              help="Variable that receives the report (default: gradients).")
     @line_magic
     @user_errors
     def grads(self, line: str):
@@ -76,10 +78,13 @@ class InspectMagics(MagicsBase):
               help='"text" (quoted), a variable holding text or token ids, [ids], or a dataset index.')
     @argument("--layer", type=whole_number, default=None, help="Layer index (default: all, subsampled if large).")
     @argument("--head", type=whole_number, default=None, help="Head index (default: all).")
-    @argument("--data", type=variable_name, default=None, help="Dataset whose tokenizer reads text (or that an index points into).")
-    @argument("--tokenizer", type=variable_name, default=None, help="Variable holding a tokenizer (encode/decode, or Hugging Face).")
+    @argument("--data", type=variable_name, default=None,
+              help="Dataset whose tokenizer reads text (or that an index points into).")
+    @argument("--tokenizer", type=variable_name, default=None,
+              help="Variable holding a tokenizer (encode/decode, or Hugging Face).")
     @argument("--max-tokens", type=whole_number, default=64, help="Tokens shown per axis (the last ones).")
-    @argument("--name", type=result_name, default="attention_maps", help="Variable that receives the result (default: attention_maps).")
+    @argument("--name", type=result_name, default="attention_maps",
+              help="Variable that receives the result (default: attention_maps).")
     @line_magic
     @user_errors
     def attention(self, line: str):
@@ -105,10 +110,12 @@ class InspectMagics(MagicsBase):
     @argument("--data", type=variable_name, default=None, help="Data for accuracy, fine-tuning and distillation.")
     @argument("--prune", type=real_number, default=None, help="Fraction of weights to remove, in (0, 1).")
     @argument("--structured", action="store_true", help="Remove whole channels/neurons (Torch-Pruning): really faster.")
-    @argument("--scope", default="layer", choices=["layer", "global"], help="Prune each layer, or rank all weights together.")
+    @argument("--scope", default="layer", choices=["layer", "global"],
+              help="Prune each layer, or rank all weights together.")
     @argument("--finetune", type=whole_number, default=None, help="Epochs of recovery training after pruning.")
     @argument("--quantize", default=None, help="int8, int8-weight, fp16 or bf16.")
-    @argument("--distill", type=variable_name, default=None, help="Student model variable, trained against MODEL as the teacher.")
+    @argument("--distill", type=variable_name, default=None,
+              help="Student model variable, trained against MODEL as the teacher.")
     @argument("--temperature", type=real_number, default=4.0, help="Distillation temperature T.")
     @argument("--alpha", type=real_number, default=0.7, help="Weight of the soft-target term.")
     @argument("--epochs", type=whole_number, default=None, help="Epochs for distillation.")
@@ -116,10 +123,12 @@ class InspectMagics(MagicsBase):
     @argument("--batch-size", type=whole_number, default=64)
     @argument("--optimizer", default="adam")
     @argument("--seed", type=seed_value, default=None)
-    @argument("--example", type=variable_name, default=None, help="Variable holding an input batch, for latency without --data.")
+    @argument("--example", type=variable_name, default=None,
+              help="Variable holding an input batch, for latency without --data.")
     @argument("--inplace", action="store_true", help="Compress the model itself, not a copy.")
     @argument("--quiet", action="store_true", help="No dashboards while distilling or fine-tuning.")
-    @argument("--name", type=result_name, default="compression", help="Variable that receives the report (default: compression).")
+    @argument("--name", type=result_name, default="compression",
+              help="Variable that receives the report (default: compression).")
     @line_magic
     @user_errors
     def compress(self, line: str):

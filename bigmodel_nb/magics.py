@@ -10,8 +10,19 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .engine.core.errors import BigModelError
-from .parsing import (batch_size_value, lr_spec, one_sentence, parse, positive_number, real_number, result_name,
-                      seed_value, shown, variable_name, whole_number)
+from .parsing import (
+    batch_size_value,
+    lr_spec,
+    one_sentence,
+    parse,
+    positive_number,
+    real_number,
+    result_name,
+    seed_value,
+    shown,
+    variable_name,
+    whole_number,
+)
 
 # Names a %%train cell may define to override the flags (only if the cell itself assigns them).
 CELL_NAMES = ("loss_fn", "optimizer", "train_data", "val_data", "test_data")
@@ -41,7 +52,8 @@ class MagicsBase(Magics):
         if name not in self.shell.user_ns and not name.isidentifier():  # `3 = ...` would be wrong advice
             raise UsageError(f"{shown(name)} is not a variable name; pass the name of your {what}.")
         if name not in self.shell.user_ns:
-            raise UsageError(f"No variable named '{name}'; define `{name} = ...` first or pass the name of your {what}.")
+            raise UsageError(f"No variable named '{name}'; define `{name} = ...` first "
+                             f"or pass the name of your {what}.")
         return self.shell.user_ns[name]
 
     def _data(self, spec: str | None):
@@ -65,12 +77,15 @@ class MagicsBase(Magics):
 @magics_class
 class BigModelMagics(MagicsBase):
     @magic_arguments()
-    @argument("model_name", type=variable_name, nargs="?", default=None, help="Model variable (line form: %%train MODEL).")
+    @argument("model_name", type=variable_name, nargs="?", default=None,
+              help="Model variable (line form: %%train MODEL).")
     @argument("--model", type=variable_name, default=None, help="Model variable name (default: model).")
-    @argument("--data", type=variable_name, default=None, help="Built-in dataset name or a variable: DataBundle, (X, y), Dataset, DataLoader, dict.")
+    @argument("--data", type=variable_name, default=None,
+              help="Built-in dataset name or a variable: DataBundle, (X, y), Dataset, DataLoader, dict.")
     @argument("--epochs", type=whole_number, default=None, help="Epochs (default 10).")
     @argument("--steps", type=whole_number, default=None, help="Total optimizer steps (instead of epochs).")
-    @argument("--batch-size", type=batch_size_value, default=64, help="Samples per step, or auto (the largest that fits).")
+    @argument("--batch-size", type=batch_size_value, default=64,
+              help="Samples per step, or auto (the largest that fits).")
     @argument("--lr", type=positive_number, default=None, help="Learning rate (default: the optimizer's usual one).")
     @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")
     @argument("--schedule", default="constant", help="constant, step, cosine, warmup-cosine, onecycle, plateau.")
@@ -87,19 +102,25 @@ class BigModelMagics(MagicsBase):
     @argument("--background", action="store_true", help="Return at once; the run trains in the background.")
     @argument("--name", type=result_name, default="run", help="Variable that receives the Run (default: run).")
     @argument("--quiet", action="store_true", help="No dashboard or progress output.")
-    @argument("--watch-grads", action="store_true", help="Record gradient flow; a live panel (report in run.gradients).")
+    @argument("--watch-grads", action="store_true",
+              help="Record gradient flow; a live panel (report in run.gradients).")
     @argument("--watch-every", type=whole_number, default=1, help="With --watch-grads: record every N steps.")
     @argument("--from", type=variable_name, dest="from_", default=None, metavar="PATH_OR_RUN",
               help="Start from these weights: a .safetensors file, a checkpoint folder, or a Run/model variable.")
-    @argument("--new-head", type=whole_number, default=None, metavar="N", help="Replace the classifier head with one for N classes.")
-    @argument("--freeze", default=None, metavar="PATTERN", help="Freeze matching parameters: convs.*, layers.0,layers.1 or a regex.")
-    @argument("--unfreeze-after", type=whole_number, default=None, metavar="N", help="With --freeze: train everything after N epochs.")
+    @argument("--new-head", type=whole_number, default=None, metavar="N",
+              help="Replace the classifier head with one for N classes.")
+    @argument("--freeze", default=None, metavar="PATTERN",
+              help="Freeze matching parameters: convs.*, layers.0,layers.1 or a regex.")
+    @argument("--unfreeze-after", type=whole_number, default=None, metavar="N",
+              help="With --freeze: train everything after N epochs.")
     @argument("--accumulate", type=whole_number, default=1, metavar="N", help="Micro-batches per optimizer step.")
     @argument("--compile", action="store_true", help="torch.compile the model (compile time shown apart).")
     @argument("--activation-checkpointing", action="store_true", help="Recompute transformer blocks in backward.")
     @argument("--workers", type=whole_number, default=None, metavar="N", help="Train on N Ray Train workers.")
-    @argument("--gpus-per-worker", type=real_number, default=0, metavar="G", help="With --workers: GPUs for each worker.")
-    @argument("--cluster", default=None, metavar="ADDRESS", help="With --workers: a Ray cluster (default: a local one).")
+    @argument("--gpus-per-worker", type=real_number, default=0, metavar="G",
+              help="With --workers: GPUs for each worker.")
+    @argument("--cluster", default=None, metavar="ADDRESS",
+              help="With --workers: a Ray cluster (default: a local one).")
     @argument("--strategy", default="ddp", choices=["ddp", "fsdp"], help="With --workers: DDP or FSDP.")
     @line_cell_magic
     @user_errors
@@ -173,16 +194,19 @@ class BigModelMagics(MagicsBase):
     @argument("model_name", type=variable_name, nargs="?", default=None, help="Model variable (default: model).")
     @argument("--data", type=variable_name, default=None, help="Built-in dataset name or a data variable.")
     @argument("--optimizers", default="sgd,momentum,rmsprop,adam,adamw", help="Comma-separated optimizer names.")
-    @argument("--lr", type=lr_spec, default=None, help="A number for all, pairs like sgd=0.1,adam=1e-3, or auto (LR range test each).")
+    @argument("--lr", type=lr_spec, default=None,
+              help="A number for all, pairs like sgd=0.1,adam=1e-3, or auto (LR range test each).")
     @argument("--epochs", type=whole_number, default=None, help="Epochs (default 10).")
     @argument("--steps", type=whole_number, default=None, help="Steps (with --function: iterations, default 200).")
     @argument("--batch-size", type=whole_number, default=64)
     @argument("--seed", type=seed_value, default=0, help="Seed for the initial weights (cell body) and batch order.")
-    @argument("--target", type=real_number, default=None, help="Report the steps each optimizer needs to reach this train loss.")
+    @argument("--target", type=real_number, default=None,
+              help="Report the steps each optimizer needs to reach this train loss.")
     @argument("--function", default=None, help="rosenbrock, beale, rastrigin, saddle or quadratic: 2-D trajectories.")
     @argument("--start", default=None, help="With --function: the starting point x,y.")
     @argument("--mode", default="auto", choices=["auto", "together", "sequential"], help="How the copies train.")
-    @argument("--name", type=result_name, default="comparison", help="Variable that receives the result (default: comparison).")
+    @argument("--name", type=result_name, default="comparison",
+              help="Variable that receives the result (default: comparison).")
     @line_cell_magic
     @user_errors
     def compare_optimizers(self, line: str, cell: str | None = None):
@@ -221,7 +245,8 @@ class BigModelMagics(MagicsBase):
     @argument("--loss", default=None, help="As in %%train (default: from the task or the model).")
     @argument("--device", default="auto")
     @argument("--seed", type=seed_value, default=0)
-    @argument("--name", type=result_name, default="lr_finder", help="Variable that receives the result (default: lr_finder).")
+    @argument("--name", type=result_name, default="lr_finder",
+              help="Variable that receives the result (default: lr_finder).")
     @line_magic
     @user_errors
     def lr_find(self, line: str):

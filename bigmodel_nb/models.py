@@ -26,7 +26,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": 
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (shared ones counted once). Example: ``count_params(MLP(MLPConfig(input_dim=64)))  # 4810``"""
+    """Number of parameters (shared ones counted once).
+
+    Example: ``count_params(MLP(MLPConfig(input_dim=64)))  # 4810``
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -111,7 +114,8 @@ class CNNConfig:
 class CNN(nn.Module):
     """Conv -> ReLU -> (max-pool) blocks, adaptive pooling, then a linear head.
 
-    Example: ``CNN(CNNConfig(in_channels=1, channels=(16, 32), num_classes=10))(torch.randn(4, 1, 28, 28))[0].shape  # (4, 10)``
+    Example: ``CNN(CNNConfig(in_channels=1, channels=(16, 32),
+    num_classes=10))(torch.randn(4, 1, 28, 28))[0].shape  # (4, 10)``
     """
 
     def __init__(self, config: CNNConfig):
@@ -160,7 +164,8 @@ class SelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True):
         super().__init__()
         if n_embd % n_head:
-            raise BigModelError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}); e.g. n_embd={n_head * max(1, round(n_embd / n_head))}.")
+            raise BigModelError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head}); "
+                                f"e.g. n_embd={n_head * max(1, round(n_embd / n_head))}.")
         self.n_head, self.causal, self.dropout_p = n_head, causal, dropout
         self.capture = False
         self.attention: torch.Tensor | None = None
@@ -245,7 +250,8 @@ def _check_tokens(idx: torch.Tensor, block_size: int, model: str) -> None:
                             f"shape {tuple(idx.shape)}; encode text with a tokenizer and add a batch axis (idx[None]).")
     if idx.size(1) > block_size:
         raise BigModelError(f"The input has {idx.size(1)} tokens but the model's context (block_size) is {block_size}; "
-                            f"pass at most {block_size} tokens (e.g. idx[:, -{block_size}:]) or build the model with a larger block_size.")
+                            f"pass at most {block_size} tokens (e.g. idx[:, -{block_size}:]) "
+                            "or build the model with a larger block_size.")
 
 
 # -- transformer classifier ---------------------------------------------------------------------
@@ -264,7 +270,8 @@ class TransformerClassifierConfig:
 class TransformerClassifier(nn.Module):
     """Token ids (B, T) -> class logits: embeddings, non-causal blocks, mean over positions, head.
 
-    Example: ``TransformerClassifier(TransformerClassifierConfig(vocab_size=96, num_classes=3))(idx)[0].shape  # (B, 3)``
+    Example: ``TransformerClassifier(TransformerClassifierConfig(vocab_size=96,
+    num_classes=3))(idx)[0].shape  # (B, 3)``
     """
 
     def __init__(self, config: TransformerClassifierConfig):
@@ -273,7 +280,8 @@ class TransformerClassifier(nn.Module):
         self.token_embedding = nn.Embedding(c.vocab_size, c.n_embd)
         self.position_embedding = nn.Embedding(c.block_size, c.n_embd)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias, causal=False) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout, c.bias, causal=False)
+                                    for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
         self.head = nn.Linear(c.n_embd, c.num_classes)
         self.activation_checkpointing = False  # recompute block activations in backward (less memory)
@@ -323,7 +331,10 @@ class GPT(nn.Module):
         _init_transformer(self, c.n_layer)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameters, by default without the position embeddings (as nanoGPT reports). Example: ``model.num_params()``"""
+        """Parameters, by default without the position embeddings (as nanoGPT reports).
+
+        Example: ``model.num_params()``
+        """
         n = count_params(self)
         return n - self.position_embedding.weight.numel() if non_embedding else n
 

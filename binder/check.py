@@ -143,7 +143,8 @@ def check(args) -> None:
 
         post_build = repo / "binder" / "postBuild"
         # --venv: a venv built earlier from the very same files (CI builds it while the tests run) is reused.
-        stamp, built_from = venv / ".binder-check", req.read_text() + (post_build.read_text() if post_build.exists() else "")
+        stamp = venv / ".binder-check"
+        built_from = req.read_text() + (post_build.read_text() if post_build.exists() else "")
         if stamp.exists() and stamp.read_text() == built_from:
             say(f"reusing {venv}, built from the same binder/requirements.txt and postBuild")
         else:
@@ -171,7 +172,8 @@ def check(args) -> None:
         say(f"pip check: {out.strip().splitlines()[-1] if out.strip() else 'ok'}")
 
         probe = ("import sys, bigmodel_nb, torch; "
-                 "print(bigmodel_nb.__file__); print(torch.__version__); print(sys.version_info[0], sys.version_info[1])")
+                 "print(bigmodel_nb.__file__); print(torch.__version__); "
+                 "print(sys.version_info[0], sys.version_info[1])")
         where, torch_version, pyver = run([py, "-c", probe], cwd=work, env=env, capture=True,
                                           what="import bigmodel_nb in the venv").strip().splitlines()[-3:]
         if not Path(where).resolve().is_relative_to(venv.resolve()):

@@ -11,5 +11,6 @@ def test_gpu_benchmark_runs_its_tiny_config_on_the_cpu():
     done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--steps", "5", "--repeats", "1"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"hand-written: [\d,]+ tokens/s", done.stdout) and re.search(r"engine: [\d,]+ tokens/s", done.stdout)
+    assert (re.search(r"hand-written: [\d,]+ tokens/s", done.stdout)
+            and re.search(r"engine: [\d,]+ tokens/s", done.stdout))
     assert re.search(r"engine / hand-written throughput: \d\.\d{3}", done.stdout)

@@ -6,8 +6,18 @@ import torch.nn.functional as F
 
 from bigmodel_nb.engine.core.errors import BigModelError
 from bigmodel_nb.engine.core.forward import takes_targets
-from bigmodel_nb.models import (CNN, GPT, MLP, CNNConfig, GPTConfig, MLPConfig, SelfAttention, TransformerClassifier,
-                                TransformerClassifierConfig, count_params)
+from bigmodel_nb.models import (
+    CNN,
+    GPT,
+    MLP,
+    CNNConfig,
+    GPTConfig,
+    MLPConfig,
+    SelfAttention,
+    TransformerClassifier,
+    TransformerClassifierConfig,
+    count_params,
+)
 
 
 def small_gpt(**overrides):
@@ -24,7 +34,8 @@ def set_capture(model, on: bool):
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
 def test_mlp_logits_and_loss_match_cross_entropy(activation):
     torch.manual_seed(0)
-    model = MLP(MLPConfig(input_dim=64, hidden=(32,) * 3, num_classes=10, activation=activation, norm=True, residual=True))
+    model = MLP(MLPConfig(input_dim=64, hidden=(32,) * 3, num_classes=10, activation=activation, norm=True,
+                          residual=True))
     x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 10, (5,))  # image-shaped input is flattened
     logits, loss = model(x, y)
     assert logits.shape == (5, 10) and model(x)[1] is None

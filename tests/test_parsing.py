@@ -12,8 +12,16 @@ from IPython.core.error import UsageError
 
 from bigmodel_nb.inspect_magics import InspectMagics
 from bigmodel_nb.magics import BigModelMagics
-from bigmodel_nb.parsing import (batch_size_value, lr_spec, one_sentence, parse, positive_number, real_number,
-                                 seed_value, whole_number)
+from bigmodel_nb.parsing import (
+    batch_size_value,
+    lr_spec,
+    one_sentence,
+    parse,
+    positive_number,
+    real_number,
+    seed_value,
+    whole_number,
+)
 
 MAGICS = {
     "train": BigModelMagics.train, "compare_optimizers": BigModelMagics.compare_optimizers,
@@ -154,7 +162,8 @@ def test_shell_cell_train_with_an_infinite_lr_runs_nothing(ip):
 
 
 def test_shell_summary_with_an_infinite_batch_size(ip):
-    with pytest.raises(UsageError, match=r"^argument --batch-size: needs a finite whole number below 1e18, got 'inf'\.$"):
+    with pytest.raises(UsageError, match=r"^argument --batch-size: needs a finite whole number below 1e18, "
+                                         r"got 'inf'\.$"):
         ip.run_line_magic("summary", "model --batch-size inf")
 
 

@@ -47,12 +47,14 @@ def quantize_int8(w):
     return q, scale
 
 pruned = prune_by_magnitude(w, 0.5)
-print(f"correct pruning: {(pruned == 0).float().mean():.0%} zeros; wrong pruning: {(prune_wrong(w, 0.5) == 0).float().mean():.0%} zeros")
+print(f"correct pruning: {(pruned == 0).float().mean():.0%} zeros; """
+      """wrong pruning: {(prune_wrong(w, 0.5) == 0).float().mean():.0%} zeros")
 assert abs((pruned == 0).float().mean() - 0.5) < 0.01 and (prune_wrong(w, 0.5) != 0).all()
 
 q, scale = quantize_int8(w)
 error = (q.float() * scale - w).abs().max()
-print(f"int8: {q.numel()} bytes instead of {w.numel() * 4} (plus {scale.numel()} scales), max error {error:.4f} ≤ s/2 = {scale.max() / 2:.4f}")
+print(f"int8: {q.numel()} bytes instead of {w.numel() * 4} (plus {scale.numel()} scales), """
+      """max error {error:.4f} ≤ s/2 = {scale.max() / 2:.4f}")
 assert error <= scale.max() / 2 + 1e-6
 
 def quantize_wrong(layer):
@@ -112,7 +114,8 @@ assert abs(int8.stages[1]["accuracy"] - int8.stages[0]["accuracy"]) < 0.03"""),
 A **student** much smaller than the model (the **teacher**) learns from the teacher's softened output
 distribution as well as from the labels (Hinton et al., 2015):
 
-$$L = \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big) + (1-\alpha)\,\mathrm{CE}(z_s, y).$$
+$$L = \alpha\,T^2\,\mathrm{KL}\big(\mathrm{softmax}(z_t/T)\,\|\,\mathrm{softmax}(z_s/T)\big) """
+r"""+ (1-\alpha)\,\mathrm{CE}(z_s, y).$$
 
 The temperature $T$ spreads the teacher's probabilities so the student also learns which wrong
 classes are *almost* right ("this 7 looks a bit like a 1"); the $T^2$ keeps that term's gradients
@@ -127,7 +130,8 @@ alone = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))"""),
     code("""teacher, student_row = distilled.stages
 alone_acc = alone_run.evaluate("test")["accuracy"]
 print(f"teacher {teacher['params']:,} params, accuracy {teacher['accuracy']:.3f}")
-print(f"student {student_row['params']:,} params: distilled {student_row['accuracy']:.3f}, trained alone {alone_acc:.3f}")
+print(f"student {student_row['params']:,} params: distilled {student_row['accuracy']:.3f}, """
+      """trained alone {alone_acc:.3f}")
 assert teacher["params"] / student_row["params"] > 25
 assert student_row["accuracy"] > teacher["accuracy"] - 0.05"""),
     md(r"""**Reading the reports.** A row marked real changed what is stored or computed: fewer parameters,

@@ -43,7 +43,8 @@ model = CNN(CNNConfig(in_channels=1, channels=(16, 32), num_classes=5))"""),
 pretrained model matches too, but `--new-head 5` replaces it with a fresh one for the new task);
 `--freeze "convs.*"` stops the convolutions from training — the dashboard line reports trainable
 and frozen parameters. The cell defines a new model of the same architecture to receive the weights."""),
-    code("""%%train --data few_second --epochs 20 --lr 1e-2 --batch-size 16 --seed 0 --from pretrain_run --new-head 5 --freeze convs.* --name frozen_run
+    code("%%train --data few_second --epochs 20 --lr 1e-2 --batch-size 16 --seed 0 --from pretrain_run --new-head 5 "
+         """--freeze convs.* --name frozen_run
 model = CNN(CNNConfig(in_channels=1, channels=(16, 32), num_classes=5))"""),
     code("""pretrained = pretrain_run.model.state_dict()
 tuned = frozen_run.model.state_dict()

@@ -32,7 +32,8 @@ Backpropagation is the chain rule, organised around $\delta^{(l)} = \partial L /
 
 $$\delta^{(L)} = \mathrm{softmax}(z^{(L)}) - \mathrm{onehot}(y), \qquad
 \delta^{(l)} = \big(W^{(l+1)\top} \delta^{(l+1)}\big) \odot \sigma'(z^{(l)}),$$
-$$\frac{\partial L}{\partial W^{(l)}} = \delta^{(l)} a^{(l-1)\top}, \qquad \frac{\partial L}{\partial b^{(l)}} = \delta^{(l)}.$$
+$$\frac{\partial L}{\partial W^{(l)}} = \delta^{(l)} a^{(l-1)\top}, """
+r"""\qquad \frac{\partial L}{\partial b^{(l)}} = \delta^{(l)}.$$
 
 Below, a 64-32-32-10 sigmoid network on a batch of digits (rows are samples, so the products are
 transposed and the loss is averaged over the batch), in float64, against `loss.backward()`."""),

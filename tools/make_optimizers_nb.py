@@ -62,7 +62,8 @@ def grad(theta, idx=slice(None)):
 
 theta_best = np.linalg.lstsq(X, y, rcond=None)[0]       # the exact minimiser, for reference
 print(f"N = {N} samples, d = {d} parameters; lowest possible loss {loss(theta_best):.4f}")"""),
-    md("One function covers all three variants: shuffle once per epoch, walk through the data in batches of `m`, update after each batch."),
+    md("One function covers all three variants: shuffle once per epoch, walk through the data in batches of `m`, "
+       "update after each batch."),
     code("""import pandas as pd
 
 def gradient_descent(m, lr=0.05, epochs=5, seed=0):
@@ -88,7 +89,8 @@ table"""),
 far from the minimum; **mini-batch** made 50 and is close to it; **stochastic** made 1,000 but each
 was so noisy that it keeps bouncing around the minimum with a constant $\alpha$ — that leftover
 noise is one reason to let the learning rate decay (section 3). Because the samples of a batch are
-processed in parallel, a mini-batch of a few hundred costs little more time than one sample, which is why mini-batches (here 16–256) are the default in practice;
+processed in parallel, a mini-batch of a few hundred costs little more time than one sample, """
+r"""which is why mini-batches (here 16–256) are the default in practice;
 PyTorch's optimizer called "SGD" is in fact used as mini-batch gradient descent."""),
     md(r"""## 2. Six optimizers, written by hand and checked against `torch.optim`
 
@@ -240,10 +242,12 @@ check("Adam", adam, torch_adam, lr=0.05)
 wrong = np.abs(run_reference(adam_only_m_corrected, lr=0.05) - run_torch(torch_adam)).max()
 print(f"only m bias-corrected: max difference {wrong:.2f} — not Adam")
 assert wrong > 1e-3"""),
-    md("The two denominators for $\\beta_1 = 0.9$: the correct one grows towards 1, the garbled one is negative from step 2."),
+    md("The two denominators for $\\beta_1 = 0.9$: the correct one grows towards 1, "
+       "the garbled one is negative from step 2."),
     code("""# NBVAL_CHECK_OUTPUT
 t = np.arange(1, 11)
-pd.DataFrame({"t": t, "1 − β₁ᵗ (correct)": 1 - 0.9 ** t, "1 − β₁·t (garbled)": 1 - 0.9 * t}).set_index("t").T.round(3)"""),
+pd.DataFrame({"t": t, "1 − β₁ᵗ (correct)": 1 - 0.9 ** t, "1 − β₁·t (garbled)": 1 - 0.9 * t})"""
+             """.set_index("t").T.round(3)"""),
     md(r"""### AdamW: decoupled weight decay
 **Weight decay** pulls the parameters towards zero to regularise the model. Adam's `weight_decay`
 argument does it the L2 way: it adds $\lambda\theta$ to the gradient *before* the adaptive scaling,
@@ -284,7 +288,8 @@ changes $\alpha$ as training goes on. `bigmodel_nb` offers these (`--schedule NA
 | `cosine` | $\alpha \cdot \tfrac12\bigl(1 + \cos(\pi \cdot \text{progress})\bigr)$, from $\alpha$ down to 0 |
 | `warmup-cosine` | a linear **warm-up** over the first 5% (or `--warmup N` steps), then cosine |
 | `onecycle` | rises from $\alpha/25$ to $\alpha$ over the first 30%, then anneals far below $\alpha/25$ |
-| `plateau` | $\times 0.1$ when the validation loss has not improved for 2 validations (driven by the data, so it has no fixed curve) |
+| `plateau` | $\times 0.1$ when the validation loss has not improved for 2 validations """
+r"""(driven by the data, so it has no fixed curve) |
 
 Warm-up helps adaptive optimizers like Adam, whose first steps rely on poorly estimated averages.
 Here are the curves `make_schedule` produces for 100 steps with a peak learning rate of 0.01:"""),
@@ -305,10 +310,12 @@ fig = go.Figure([go.Scatter(y=curve, name=name, mode="lines") for name, curve in
 fig.update_layout(title="Learning-rate schedules (peak 0.01, 100 steps)", xaxis_title="step",
                   yaxis_title="learning rate", height=360, margin=dict(t=50, b=40))
 fig.show()"""),
-    md("Now train the digits MLP with `onecycle` and a peak learning rate of 0.01 (Adam, the default optimizer). The dashboard's LR panel shows the schedule as it runs."),
+    md("Now train the digits MLP with `onecycle` and a peak learning rate of 0.01 (Adam, the default optimizer). "
+       "The dashboard's LR panel shows the schedule as it runs."),
     code("""%%train --data digits --epochs 5 --schedule onecycle --lr 0.01 --seed 0
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
-    md("The train rows record the learning rate each logged step used, so we can check it against the schedule's curve for the same number of steps, and plot it next to the loss."),
+    md("The train rows record the learning rate each logged step used, so we can check it against the schedule's "
+       "curve for the same number of steps, and plot it next to the loss."),
     code("""from plotly.subplots import make_subplots
 
 rows = pd.DataFrame(run.rows("train"))
@@ -377,11 +384,14 @@ reproducible. Small models train as one stacked batch of copies, which is faster
 another.
 
 Learning rates matter as much as the rule: the defaults here are common starting points
-(SGD 0.05, momentum 0.01, RMSprop 0.001, Adam 0.001, AdamW 0.001 with weight decay 0.01); `--lr auto` instead runs a short LR
+(SGD 0.05, momentum 0.01, RMSprop 0.001, Adam 0.001, AdamW 0.001 with weight decay 0.01); """
+r"""`--lr auto` instead runs a short LR
 range test (section 6) for each optimizer first."""),
-    code("""%%compare_optimizers --data digits --optimizers sgd,momentum,rmsprop,adam,adamw --epochs 5 --seed 0 --target 0.3
+    code("%%compare_optimizers --data digits --optimizers sgd,momentum,rmsprop,adam,adamw --epochs 5 --seed 0 "
+         """--target 0.3
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
-    md("The result (stored as `comparison`) has one row per optimizer: the final losses, the validation accuracy, the best epoch, how many steps it took to reach the `--target` loss, and whether it diverged."),
+    md("The result (stored as `comparison`) has one row per optimizer: the final losses, the validation accuracy, "
+       "the best epoch, how many steps it took to reach the `--target` loss, and whether it diverged."),
     code("""# NBVAL_IGNORE_OUTPUT
 comparison.table()"""),
     code("""print(comparison.fair)
@@ -391,7 +401,8 @@ assert (table["val_accuracy"] > 0.85).all(), table["val_accuracy"]"""),
     md(r"""**Fair, and checked.** Because every copy starts from the same weights and sees the same batches,
 each curve is exactly what a plain `%%train` with that optimizer would give. Train SGD on its own
 with the same seed and learning rate and compare its logged losses with the comparison's SGD curve:"""),
-    code("""%%train --data digits --epochs 5 --seed 0 --optimizer sgd --lr {comparison.results['sgd']['lr']} --name sgd_alone
+    code("%%train --data digits --epochs 5 --seed 0 --optimizer sgd --lr {comparison.results['sgd']['lr']} "
+         """--name sgd_alone
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
     code("""alone = [r["loss"] for r in sgd_alone.rows("train")]
 together = [r["loss"] for r in comparison.rows("sgd")]

@@ -19,7 +19,8 @@ The data is the offline *digits* set: 1,797 handwritten digits of 8×8 pixels (t
 MNIST, small enough to train in seconds on a laptop CPU)."""),
     md("## Load the extension\nIt prints the version and the device training will use."),
     code("%load_ext bigmodel_nb"),
-    md("`%device` lists every accelerator it found (CUDA, ROCm, Apple MPS, CPU) with memory and usable precisions. `%device cpu` would make the CPU the default."),
+    md("`%device` lists every accelerator it found (CUDA, ROCm, Apple MPS, CPU) with memory and usable precisions. "
+       "`%device cpu` would make the CPU the default."),
     code("%device"),
     md("""## 1. Data preprocessing
 `load_dataset` returns a `DataBundle` with fixed, seeded train / validation / test splits. Pixels are
@@ -53,7 +54,8 @@ starts rising while the training loss keeps falling, the model is overfitting.""
 
 print(run)
 pd.DataFrame(run.rows("val"))[["epoch", "step", "loss", "accuracy"]].tail(3)"""),
-    md("## 7. Evaluation on the test set\nThe test split was never used for training or for choosing settings, so this is the honest figure."),
+    md("## 7. Evaluation on the test set\n"
+       "The test split was never used for training or for choosing settings, so this is the honest figure."),
     code("""test = run.evaluate("test")
 print(f"test loss {test['loss']:.3f} · test accuracy {test['accuracy']:.3f}")
 assert test["accuracy"] >= 0.95, test"""),

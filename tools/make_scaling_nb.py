@@ -78,7 +78,8 @@ the big batch's gradient: `%%train --accumulate 4 --batch-size 16` follows the s
 `--batch-size 64`, with a quarter of the activation memory."""),
     code("""%%train --data digits --epochs 3 --batch-size 64 --optimizer sgd --lr 0.1 --seed 0 --name big_batch --quiet
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
-    code("""%%train --data digits --epochs 3 --batch-size 16 --accumulate 4 --optimizer sgd --lr 0.1 --seed 0 --name accumulated --quiet
+    code("%%train --data digits --epochs 3 --batch-size 16 --accumulate 4 --optimizer sgd --lr 0.1 --seed 0 "
+         """--name accumulated --quiet
 model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
     code("""gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(big_batch.rows("train"), accumulated.rows("train")))
 print(f"{len(big_batch.rows('train'))} logged losses, largest difference {gap:.1e}; "
@@ -95,7 +96,8 @@ plain = GPT(GPTConfig(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd
 checkpointed = GPT(GPTConfig(vocab_size=96, block_size=128, n_layer=4, n_head=4, n_embd=128))
 checkpointed.load_state_dict(plain.state_dict())
 checkpointed.activation_checkpointing = True
-full, recomputed = saved_bytes(plain, idx, targets, enabled=False), saved_bytes(checkpointed, idx, targets, enabled=False)
+full, recomputed = saved_bytes(plain, idx, targets, enabled=False), """
+                   """saved_bytes(checkpointed, idx, targets, enabled=False)
 grad_gap = max((a.grad - b.grad).abs().max().item() for a, b in zip(plain.parameters(), checkpointed.parameters()))
 print(f"saved for backward: {full / 2**20:.1f} MiB → {recomputed / 2**20:.1f} MiB with checkpointing; "
       f"gradients differ by {grad_gap:.1e}")
@@ -133,7 +135,8 @@ else:
     code("""if on_workers is not None:
     gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(on_workers.rows("train"), big_batch.rows("train")))
     print(f"2 workers vs 1 process, same global batch: largest loss difference {gap:.1e}; "
-          f"test accuracy {on_workers.evaluate('test')['accuracy']:.3f} vs {big_batch.evaluate('test')['accuracy']:.3f}")
+          f"test accuracy {on_workers.evaluate('test')['accuracy']:.3f} """
+          """vs {big_batch.evaluate('test')['accuracy']:.3f}")
     assert on_workers.status == "completed" and gap < 1e-4
 
     import ray

@@ -110,10 +110,12 @@ assert torch.equal(x0[1:], y0[:-1])"""),
 $\ln 96 \approx 4.56$ nats per character. The model below has two blocks of four heads (≈100k parameters); the
 `--seed` makes its initial weights and the batch order reproducible. It returns `(logits, loss)`, so
 `%%train` uses its own loss."""),
-    code("""%%train --data python-stdlib --steps 1000 --batch-size 32 --lr 3e-3 --schedule warmup-cosine --warmup 50 --val-every 200 --seed 0
+    code("%%train --data python-stdlib --steps 1000 --batch-size 32 --lr 3e-3 --schedule warmup-cosine --warmup 50 "
+         """--val-every 200 --seed 0
 model = GPT(GPTConfig(vocab_size=len(corpus.vocab), block_size=64, n_layer=2, n_head=4, n_embd=64))"""),
     code("""val = [r["loss"] for r in run.history if r["split"] == "val"]
-print(f"{model.num_params():,} parameters · val loss {val[0]:.2f} → {val[-1]:.2f} nats/char (ln 96 = {math.log(96):.2f})")
+print(f"{model.num_params():,} parameters · val loss {val[0]:.2f} → {val[-1]:.2f} nats/char """
+      """(ln 96 = {math.log(96):.2f})")
 assert run.status == "completed" and val[-1] < 1.9 < math.log(96)"""),
     md(r"""**Sampling.** `generate` feeds the model its own output one character at a time. The **temperature**
 divides the logits before the softmax: below 1 it sharpens the distribution (safer, more repetitive
@@ -182,7 +184,8 @@ for precision in ["fp32", "bf16", "fp16", "int8"]:
     rows.append({"precision": precision, **{k: e[k] / 2**30 for k in
                  ["weights", "gradients", "optimizer_state", "activations", "workspace", "total_bytes"]}})
 table = pd.DataFrame(rows).set_index("precision").round(2)
-print(f"{model_summary.total_params / 1e6:.1f}M parameters (tied embeddings counted once); GiB per component, batch 8 × 1,024 tokens:")
+print(f"{model_summary.total_params / 1e6:.1f}M parameters (tied embeddings counted once); """
+      """GiB per component, batch 8 × 1,024 tokens:")
 table"""),
     code("""assert model_summary.total_params == sum(p.numel() for p in gpt2_small.parameters())
 assert 120e6 < model_summary.total_params < 130e6

@@ -76,7 +76,7 @@ class ComparisonDashboard(Callback):
         self._status_handle = self._figure_handle = None
         comparison.callbacks.append(self)  # a subscriber to the comparison's rows
 
-    def show(self) -> "ComparisonDashboard":
+    def show(self) -> ComparisonDashboard:
         if self.mode not in ("widget", "static"):
             return self
         import ipywidgets as W

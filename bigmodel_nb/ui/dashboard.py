@@ -84,7 +84,7 @@ class TrainingDashboard(Callback):
             self.recorder, self.grad_panel = recorder, GradientPanel(recorder)
 
     # -- display (main thread, in the cell) -----------------------------------------------------
-    def show(self) -> "TrainingDashboard":
+    def show(self) -> TrainingDashboard:
         from IPython.display import display
 
         self._shown = True

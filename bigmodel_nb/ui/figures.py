@@ -99,7 +99,8 @@ def lr_finder_figure(result) -> go.Figure:
                              mode="lines", line=dict(color=COLORS["train"], width=2)))
     if result.suggestion:
         i = int(np.argmin(np.abs(np.asarray(result.lrs) - result.suggestion)))
-        fig.add_trace(go.Scatter(x=[result.suggestion], y=[result.losses[i]], name=f"suggested lr {result.suggestion:.2g}",
+        fig.add_trace(go.Scatter(x=[result.suggestion], y=[result.losses[i]],
+                                 name=f"suggested lr {result.suggestion:.2g}",
                                  mode="markers", marker=dict(color="#d62728", size=12, symbol="star")))
         fig.add_vline(x=result.suggestion, line=dict(color="#d62728", dash="dot"))
     finite = [v for v in result.losses if np.isfinite(v)]

@@ -63,7 +63,8 @@ def layer_rows(summary, max_rows: int = MAX_ROWS) -> tuple[list[dict], int]:
 
 
 def _headline(summary) -> str:
-    flops = "" if summary.flops_per_sample is None else f" · {fmt_count(summary.flops_per_sample)} FLOPs per sample (forward)"
+    flops = ("" if summary.flops_per_sample is None
+             else f" · {fmt_count(summary.flops_per_sample)} FLOPs per sample (forward)")
     shape = "" if summary.input_shape is None else f" · input {_shape(summary.input_shape)} {summary.input_dtype}"
     meta = " · on the meta device (no weights allocated)" if summary.on_meta else ""
     return (f"{summary.model_name}: {fmt_count(summary.total_params)} parameters "
@@ -77,7 +78,8 @@ def _fit_text(m: dict, summary) -> str:
     if m["fits"] is None:
         return f"free memory on {where} is unknown"
     if m["fits"]:
-        return f"fits on {where}: {fmt_bytes(m['available_bytes'])} available, {fmt_bytes(m['headroom_bytes'])} headroom"
+        return (f"fits on {where}: {fmt_bytes(m['available_bytes'])} available, "
+                f"{fmt_bytes(m['headroom_bytes'])} headroom")
     return (f"does not fit on {where}: {fmt_bytes(m['available_bytes'])} available, "
             f"{fmt_bytes(-m['headroom_bytes'])} short")
 

@@ -138,7 +138,7 @@ class JupyterServer:
         self._lab_settings = {**DEFAULT_LAB_SETTINGS, **(lab_settings or {})}
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> "JupyterServer":
+    def start(self) -> JupyterServer:
         for d in ("root", "config", "data", "runtime", "lab-settings", "workspaces"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
         for plugin, values in self._lab_settings.items():

@@ -20,7 +20,8 @@ def test_dropdown_switches_between_every_layer_and_head():
     fig = attention_figure(maps, layer=1, head=1)
     assert len(fig.data) == 4 and [t.visible for t in fig.data] == [False, False, False, True]
     buttons = fig.layout.updatemenus[0].buttons
-    assert [b.label for b in buttons] == ["layer 0 · head 0", "layer 0 · head 1", "layer 1 · head 0", "layer 1 · head 1"]
+    assert [b.label for b in buttons] == ["layer 0 · head 0", "layer 0 · head 1",
+                                          "layer 1 · head 0", "layer 1 · head 1"]
     assert buttons[2].args[0]["visible"] == [False, False, True, False]
     assert fig.layout.updatemenus[0].active == 3
     # repeated tokens keep their own columns: numeric positions, token text on the ticks

@@ -1,5 +1,6 @@
 """`%compress` rendering: the HTML table, the bar charts (simulated stages marked), text mode."""
 import functools
+
 import pytest
 import torch
 from torch import nn
@@ -70,8 +71,8 @@ def test_a_report_without_data_draws_two_panels():
 
 
 def test_training_stages_can_show_the_training_dashboard(capsys):
-    from bigmodel_nb.engine.compress import Distill
     from bigmodel_nb.api import launch
+    from bigmodel_nb.engine.compress import Distill
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

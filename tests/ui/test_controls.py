@@ -1,7 +1,6 @@
 """Stop / Pause / Resume buttons on a real run, without a browser, and the interrupt policy."""
 import time
 
-
 from bigmodel_nb.engine import Run, TrainConfig
 from bigmodel_nb.ui import controls as controls_mod
 from bigmodel_nb.ui.controls import RunControls

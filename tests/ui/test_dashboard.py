@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 
+from bigmodel_nb.api import launch
 from bigmodel_nb.engine import Run, TrainConfig
 from bigmodel_nb.ui import dashboard as dash_mod
 from bigmodel_nb.ui import display
-from bigmodel_nb.api import launch
 from bigmodel_nb.ui.dashboard import TrainingDashboard
 from bigmodel_nb.ui.display import ui_mode
 from bigmodel_nb.ui.figures import MAX_POINTS, decimate, training_figure

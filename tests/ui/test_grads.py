@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 
+from bigmodel_nb.api import launch
 from bigmodel_nb.engine import Callback, Run, TrainConfig
-from bigmodel_nb.engine.inspect.grads import GradientRecorder, GradientReport, grads
 from bigmodel_nb.engine.core.loop import Loop
+from bigmodel_nb.engine.inspect.grads import GradientRecorder, GradientReport, grads
 from bigmodel_nb.ui import dashboard as dash_mod
 from bigmodel_nb.ui import display
-from bigmodel_nb.api import launch
 from bigmodel_nb.ui.dashboard import TrainingDashboard
 from bigmodel_nb.ui.grads import MAX_COLUMNS, flags_text, gradient_figure, gradient_figures, show_gradient_report
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..core.errors import BigModelError
-from ..core.errors import unknown_choice
+from ..core.errors import BigModelError, unknown_choice
 from ..core.optim import OPTIMIZERS, default_lr, make_optimizer
 
 DIVERGED = 1e6  # |x| or |y| beyond this (or a non-finite value) stops an optimizer as diverged

@@ -19,14 +19,13 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from ..core.batches import as_bundle
-from ..core.device import resolve_amp, resolve_device
-from ..core.errors import BigModelError
-from ..core.forward import preflight, resolve_loss, takes_targets
-from ..core.errors import unknown_choice
-from ..core.metrics import Metrics
-from ..core.optim import OPTIMIZERS, default_lr, make_optimizer
 from ..core.callbacks import Callback, CallbackList
 from ..core.config import TrainConfig, plan
+from ..core.device import resolve_amp, resolve_device
+from ..core.errors import BigModelError, unknown_choice
+from ..core.forward import preflight, resolve_loss, takes_targets
+from ..core.metrics import Metrics
+from ..core.optim import OPTIMIZERS, default_lr, make_optimizer
 from ..core.run import Run
 
 

@@ -91,7 +91,8 @@ def check_temperature_alpha(temperature: float, alpha: float) -> None:
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise BigModelError(f"The distillation temperature must be a number > 0 (typically 2–8); got {temperature!r}.")
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise BigModelError(f"--alpha weighs the teacher's soft targets against the labels and must be in [0, 1]; got {alpha!r}.")
+        raise BigModelError("--alpha weighs the teacher's soft targets against the labels and must be in [0, 1]; "
+                            f"got {alpha!r}.")
 
 
 def check_student(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> None:
@@ -107,10 +108,11 @@ def check_student(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> No
         except BigModelError:
             raise
         except Exception as exc:
-            raise BigModelError(f"The {label} failed on the data's inputs {list(x.shape)}: {describe_exception(exc)}.") from None
+            raise BigModelError(f"The {label} failed on the data's inputs {list(x.shape)}: "
+                                f"{describe_exception(exc)}.") from None
         finally:
             model.train(was_training)
     t, s = outs
     if t.shape != s.shape:
-        raise BigModelError(f"The student outputs shape {list(s.shape)} but the teacher outputs {list(t.shape)} for the "
-                            f"same batch; give the student the teacher's output size ({t.shape[-1]}).")
+        raise BigModelError(f"The student outputs shape {list(s.shape)} but the teacher outputs {list(t.shape)} "
+                            f"for the same batch; give the student the teacher's output size ({t.shape[-1]}).")

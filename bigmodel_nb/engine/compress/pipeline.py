@@ -31,21 +31,21 @@ The engine never prints; the UI (`ui.compress`) draws the report.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .report import (CastInputs, CompressionReport, StageMeter, count_weights, flat_state, measure_latency,
-                              write_weights)
-from .steps import prune_structured, prune_unstructured, quant_backend, quantize_model, torch_pruning
 from ..core.batches import as_bundle
-from .distill import Distiller, check_student, check_temperature_alpha, distillation_loss
-from ..core.errors import BigModelError, describe_exception
 from ..core.callbacks import Callback, CallbackList
 from ..core.config import TrainConfig
+from ..core.errors import BigModelError, describe_exception
 from ..core.run import Run
+from .distill import Distiller, check_student, check_temperature_alpha
+from .report import CastInputs, CompressionReport, StageMeter, count_weights
+from .steps import prune_structured, prune_unstructured, quant_backend, quantize_model, torch_pruning
 
 QUANT_MODES = {
     "int8": "int8 dynamic: int8 weights, activations quantized per batch, int8 matmuls (Linear layers)",
@@ -143,7 +143,8 @@ class Distill:
 
     def __post_init__(self):
         if not isinstance(self.student, nn.Module):
-            raise BigModelError(f"--distill needs a student model (a torch.nn.Module); got {type(self.student).__name__}.")
+            raise BigModelError("--distill needs a student model (a torch.nn.Module); "
+                                f"got {type(self.student).__name__}.")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise BigModelError(f"Distillation epochs must be a whole number ≥ 1; got {self.epochs!r}.")
 
@@ -378,8 +379,8 @@ def _check_plan(model, steps, bundle, x_time, device, temperature, alpha) -> Non
             check_temperature_alpha(step.temperature if step.temperature is not None else temperature,
                                     step.alpha if step.alpha is not None else alpha)
             if bundle.task not in ("classification", "language-model"):
-                raise BigModelError(f"Distillation matches the teacher's class probabilities, so it needs a classification "
-                                    f"or language-model task; '{bundle.name}' is {bundle.task}.")
+                raise BigModelError("Distillation matches the teacher's class probabilities, so it needs a "
+                                    f"classification or language-model task; '{bundle.name}' is {bundle.task}.")
             x, _ = next(iter(bundle.train.batches(2, device)))
             student = step.student if _device_of(step.student) == device else copy.deepcopy(step.student).to(device)
             check_student(student, current, x)

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from ..core import checkpoint as ckpt
-from .steps import fmt_bytes, is_plain
-from .distill import logits_of
 from ..core.errors import BigModelError
 from ..core.forward import resolve_loss
 from ..core.metrics import evaluate_model
+from .distill import logits_of
+from .steps import fmt_bytes, is_plain
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -99,7 +99,8 @@ class StageMeter:
         self.base: dict = {}
         self.notes = [
             f"latency: median of timed forward passes (no_grad) after 3 warm-up runs, batch {self.x.shape[0]}, "
-            f"{t} CPU thread{'s' if t != 1 else ''}, on {device}; shared machines are noisy — compare ratios within one report"
+            f"{t} CPU thread{'s' if t != 1 else ''}, on {device}; shared machines are noisy — "
+            "compare ratios within one report"
             if self.x is not None else "latency not measured: pass data or example= (an input batch)",
             f"accuracy and loss on the {split_name} split ({len(self.split)} samples)" if self.split is not None
             else "accuracy not measured: pass data with a test split"]
@@ -258,7 +259,8 @@ def flat_state(model: nn.Module) -> tuple[dict, dict, str]:
                 put(name, v.int_repr())
                 per_channel = v.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
                 put(f"{name}.scale", v.q_per_channel_scales() if per_channel else torch.tensor([v.q_scale()]))
-                put(f"{name}.zero_point", v.q_per_channel_zero_points() if per_channel else torch.tensor([v.q_zero_point()]))
+                put(f"{name}.zero_point",
+                    v.q_per_channel_zero_points() if per_channel else torch.tensor([v.q_zero_point()]))
                 meta[name] = {"quantized": str(v.dtype), "qscheme": str(v.qscheme()), "shape": list(v.shape)}
             elif hasattr(v, "__tensor_flatten__"):  # torchao tensor subclasses
                 kinds.add("torchao")

@@ -19,8 +19,8 @@ import warnings
 import torch
 from torch import nn
 
-from .distill import logits_of
 from ..core.errors import BigModelError, describe_exception
+from .distill import logits_of
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _DEPRECATED = "deprecated"
@@ -55,11 +55,13 @@ def prune_unstructured(model: nn.Module, ratio: float, scope: str = "layer", ign
     from torch.nn.utils import prune
 
     targets = [(n, m) for n, m in model.named_modules()
-               if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), torch.Tensor) and not _ignored(n, ignore)]
+               if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), torch.Tensor)
+               and not _ignored(n, ignore)]
     if not targets:
         raise BigModelError("The model has no Linear or Conv weights to prune (or all of them are in ignore=).")
     if scope == "global":
-        prune.global_unstructured([(m, "weight") for _, m in targets], pruning_method=prune.L1Unstructured, amount=ratio)
+        prune.global_unstructured([(m, "weight") for _, m in targets], pruning_method=prune.L1Unstructured,
+                                  amount=ratio)
     else:
         for _, m in targets:
             prune.l1_unstructured(m, "weight", amount=ratio)
@@ -101,7 +103,8 @@ def final_layer(model: nn.Module, x) -> str | None:
 
 def _heads(model: nn.Module) -> dict:
     """The zoo's fused-qkv attention layers and their head counts, so Torch-Pruning removes whole heads."""
-    return {m.qkv: m.n_head for m in model.modules() if hasattr(m, "qkv") and isinstance(getattr(m, "n_head", None), int)}
+    return {m.qkv: m.n_head for m in model.modules()
+            if hasattr(m, "qkv") and isinstance(getattr(m, "n_head", None), int)}
 
 
 def _tp_prune(tp, model, x, ratio, global_scope, ignored_names):
@@ -112,8 +115,8 @@ def _tp_prune(tp, model, x, ratio, global_scope, ignored_names):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pruner = tp.pruner.MetaPruner(
-            model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio, global_pruning=global_scope,
-            max_pruning_ratio=0.95, ignored_layers=ignored, output_transform=logits_of,
+            model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+            global_pruning=global_scope, max_pruning_ratio=0.95, ignored_layers=ignored, output_transform=logits_of,
             num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False,
             head_pruning_ratio=min([ratio] + [(n - 1) / n for n in heads.values()]))  # every layer keeps a head
         pruner.step()
@@ -176,7 +179,8 @@ def prune_structured(model: nn.Module, x: torch.Tensor, ratio: float, scope: str
     heads = [f"{n} {before}→{m.n_head}" for n, m in model.named_modules()
              if (before := head_counts.get(n)) is not None and m.n_head != before]
     return (f"channels/neurons really removed by Torch-Pruning (L2 magnitude, {best[1]:.0%} of the channels of "
-            f"{'each layer' if scope == 'layer' else 'all layers ranked together'}): {1 - kept / total:.1%} fewer parameters, "
+            f"{'each layer' if scope == 'layer' else 'all layers ranked together'}): "
+            f"{1 - kept / total:.1%} fewer parameters, "
             f"smaller dense layers (outputs {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}"
             f"{'; attention heads ' + ', '.join(heads[:3]) if heads else ''}); "
             f"the final layer '{final}' keeps its outputs")
@@ -199,8 +203,9 @@ def _untraceable(tp, model, x, ignored, exc) -> BigModelError:
                     trial(x)
             except Exception as inner:
                 name = names.get(root, type(root).__name__)
-                return BigModelError(f"Torch-Pruning cannot prune {type(model).__name__}: removing channels of the layers "
-                                     f"coupled to '{name}' ({type(root).__name__}) breaks it ({describe_exception(inner)}); "
+                return BigModelError(f"Torch-Pruning cannot prune {type(model).__name__}: "
+                                     f"removing channels of the layers coupled to '{name}' ({type(root).__name__}) "
+                                     f"breaks it ({describe_exception(inner)}); "
                                      f"pass ignore=['{name}'] to keep that layer, or prune unstructured.")
     except Exception:  # locating is best effort; the first error still says what went wrong
         pass
@@ -235,7 +240,8 @@ def quant_backend(mode: str, backend: str, device: torch.device) -> str | None:
         return None
     if mode == "int8-weight" or backend == "torchao":
         if torchao_quantization() is None:
-            raise BigModelError(f"Quantization mode '{mode}' needs torchao, which is not installed; pip install torchao.")
+            raise BigModelError(f"Quantization mode '{mode}' needs torchao, which is not installed; "
+                                "pip install torchao.")
         return "torchao"
     cpu = device.type == "cpu"
     has_ao = hasattr(getattr(torch, "ao", None), "quantization") and hasattr(torch.ao.quantization, "quantize_dynamic")
@@ -247,10 +253,12 @@ def quant_backend(mode: str, backend: str, device: torch.device) -> str | None:
             raise BigModelError(f"int8 dynamic quantization through torch.ao runs on the CPU only, not {device}; "
                                 "pip install torchao for int8 there.")
         if not has_ao:
-            raise BigModelError("This torch has no torch.ao.quantization.quantize_dynamic; pip install torchao for int8.")
+            raise BigModelError("This torch has no torch.ao.quantization.quantize_dynamic; "
+                                "pip install torchao for int8.")
         return "torch.ao"
     if torchao_quantization() is None:
-        raise BigModelError(f"int8 quantization on {device} needs torchao, which is not installed; pip install torchao.")
+        raise BigModelError(f"int8 quantization on {device} needs torchao, which is not installed; "
+                            "pip install torchao.")
     return "torchao"
 
 
@@ -273,7 +281,8 @@ def quantize_model(model: nn.Module, mode: str, backend: str = "auto",
     notes: list[str] = []
     if which is None:
         dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-        cpu = ("; on many CPUs half-precision kernels are no faster (often slower) than float32 — the speed-up is a GPU's"
+        cpu = ("; on many CPUs half-precision kernels are no faster (often slower) than float32 — "
+               "the speed-up is a GPU's"
                if device.type == "cpu" else "")
         return model.to(dtype), (f"all floating weights stored in {mode} (half the bytes); inputs cast to {mode} for "
                                  f"evaluation and timing{cpu}"), notes
@@ -283,7 +292,8 @@ def quantize_model(model: nn.Module, mode: str, backend: str = "auto",
             warnings.simplefilter("always")
             model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
         if any(_DEPRECATED in str(w.message) for w in caught):  # one line instead of three long warnings
-            notes.append(f"torch.ao.quantization.quantize_dynamic is deprecated in torch {torch.__version__.split('+')[0]} "
+            notes.append("torch.ao.quantization.quantize_dynamic is deprecated in torch "
+                         f"{torch.__version__.split('+')[0]} "
                          "(torchao's quantize_ succeeds it); it is used for int8 on CPU because its eager int8 kernels "
                          "measured faster than torchao's — Quantize('int8', backend='torchao') picks torchao")
         for w in caught:
@@ -305,5 +315,6 @@ def quantize_model(model: nn.Module, mode: str, backend: str = "auto",
                if mode == "int8" else
                "torchao Int8WeightOnlyConfig: int8 storage, weights dequantized for each matmul in eager mode — "
                "smaller, not expected to be faster without torch.compile")
-    rest = f"; {linears - done} Linear and all other layers stay float" if linears > done else "; other layers stay float"
+    rest = (f"; {linears - done} Linear and all other layers stay float" if linears > done
+            else "; other layers stay float")
     return model, f"{how}; {done} Linear layer{'s' if done != 1 else ''} quantized{rest}", notes

@@ -12,8 +12,8 @@ import inspect
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -50,7 +50,8 @@ class Split:
         if sum(v is not None for v in (X, dataset, loader)) != 1 or (X is None) != (y is None):
             raise BigModelError("A Split needs exactly one of: X and y, dataset=..., or loader=....")
         if isinstance(dataset, IterableDataset):
-            raise BigModelError("An IterableDataset has no indices to shuffle or split; wrap it in a DataLoader instead.")
+            raise BigModelError("An IterableDataset has no indices to shuffle or split; "
+                                "wrap it in a DataLoader instead.")
         self.X = self.y = None
         self.dataset, self.loader, self.num_workers = dataset, loader, num_workers
         self._cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -62,7 +63,9 @@ class Split:
             self.X, self.y = X, (y if y.is_floating_point() else y.long())  # cross_entropy wants int64
 
     def __len__(self) -> int:
-        return len(self.X) if self.X is not None else _length(self.dataset if self.dataset is not None else self.loader.dataset)
+        if self.X is not None:
+            return len(self.X)
+        return _length(self.dataset if self.dataset is not None else self.loader.dataset)
 
     def __repr__(self) -> str:
         kind = "in memory" if self.X is not None else "Dataset" if self.dataset is not None else "DataLoader"
@@ -163,10 +166,14 @@ def register_dataset(name: str, description: str):
 
 
 def load_dataset(name: str, *, seed: int = 0, flatten: bool = True, **options) -> DataBundle:
-    """A named dataset (built-in or registered), with its options checked. Example: ``load_dataset("spirals", noise=0.1)``"""
+    """A named dataset (built-in or registered), with its options checked.
+
+    Example: ``load_dataset("spirals", noise=0.1)``
+    """
     key = str(name).strip().lower().replace("_", "-")
     if key not in _LOADERS:
-        raise BigModelError(f"Unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}{_did_you_mean(key, DATASETS)}.")
+        raise BigModelError(f"Unknown dataset '{name}'; choose one of: "
+                            f"{', '.join(sorted(DATASETS))}{_did_you_mean(key, DATASETS)}.")
     allowed = [p for p in inspect.signature(_LOADERS[key]).parameters if p not in ("seed", "flatten")]
     for opt in options:
         if opt not in allowed:
@@ -178,7 +185,8 @@ def load_dataset(name: str, *, seed: int = 0, flatten: bool = True, **options) -
 # -- adapters -----------------------------------------------------------------------------------
 def as_bundle(data, *, name: str = "data", task: str | None = None, val_fraction: float = 0.15,
               test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
-    """Whatever the user has — a dataset name, DataBundle, (X, y), Dataset, DataLoader or dict of splits — as a DataBundle.
+    """Whatever the user has — a dataset name, DataBundle, (X, y), Dataset, DataLoader or dict of splits — as a
+    DataBundle.
 
     Example: ``as_bundle((X, y)).train  # 70% of the rows, chosen by a seeded permutation``
     """
@@ -266,7 +274,8 @@ def _bundle(name: str, splits: dict, task: str | None) -> DataBundle:
     if task != "regression":
         memory = [s for s in splits.values() if s is not None and s.X is not None and len(s)]
         if memory:  # one more than the largest label (or token id) seen in any split
-            num_classes = 1 + max(int(t.max()) for s in memory for t in ((s.y, s.X) if task == "language-model" else (s.y,)))
+            num_classes = 1 + max(int(t.max()) for s in memory
+                                  for t in ((s.y, s.X) if task == "language-model" else (s.y,)))
         else:
             num_classes = _declared_classes(train.dataset if train.dataset is not None else train.loader.dataset)
     return DataBundle(name, train, splits.get("val"), splits.get("test"), task=task, num_classes=num_classes,
@@ -305,7 +314,8 @@ def _tensor(a, what: str) -> torch.Tensor:
     try:
         t = a.detach() if torch.is_tensor(a) else torch.as_tensor(np.asarray(a))
     except (TypeError, ValueError, RuntimeError):
-        raise BigModelError(f"Cannot turn {what} (a {type(a).__name__}) into a tensor; pass numbers as a tensor or numpy array.") from None
+        raise BigModelError(f"Cannot turn {what} (a {type(a).__name__}) into a tensor; "
+                            "pass numbers as a tensor or numpy array.") from None
     if t.dim() == 0:
         raise BigModelError(f"{what} is a single number; it needs one row per sample.")
     return t.float() if t.dtype == torch.float64 else t  # models are float32; float64 inputs would not match them
@@ -313,8 +323,8 @@ def _tensor(a, what: str) -> torch.Tensor:
 
 def _pair(batch, device: torch.device, non_blocking: bool = False):
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise BigModelError(f"Each batch must be an (inputs, targets) pair but this data gives a {type(batch).__name__}; "
-                            "make the Dataset's __getitem__ return (x, y).")
+        raise BigModelError("Each batch must be an (inputs, targets) pair but this data gives a "
+                            f"{type(batch).__name__}; make the Dataset's __getitem__ return (x, y).")
     return tuple(_tensor(t, "a batch").to(device, non_blocking=non_blocking) for t in batch)
 
 
@@ -332,7 +342,8 @@ def _length(obj) -> int:
     try:
         return len(obj)
     except TypeError:
-        raise BigModelError("This DataLoader's dataset has no length; give it a __len__ so epochs can be counted.") from None
+        raise BigModelError("This DataLoader's dataset has no length; "
+                            "give it a __len__ so epochs can be counted.") from None
 
 
 def _check_batch_size(batch_size) -> int:
@@ -350,7 +361,8 @@ def _is_xy(data) -> bool:
 
 def _unsupported(data, where: str = "data") -> BigModelError:
     return BigModelError(f"Cannot use a {type(data).__name__} as {where}; pass a dataset name (one of: "
-                         f"{', '.join(sorted(DATASETS))}), an (X, y) tuple, a Dataset, a DataLoader or a dict with train/val/test.")
+                         f"{', '.join(sorted(DATASETS))}), an (X, y) tuple, a Dataset, a DataLoader "
+                         "or a dict with train/val/test.")
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -12,7 +12,7 @@ callback stays in the notebook and receives the rows the workers stream back.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 log = logging.getLogger("bigmodel_nb")
 
@@ -76,7 +76,7 @@ class CallbackList:
         base = getattr(Callback, hook)
         return any(getattr(type(cb), hook, base) is not base for cb in self.callbacks)
 
-    def split(self) -> tuple["CallbackList", "CallbackList"]:
+    def split(self) -> tuple[CallbackList, CallbackList]:
         """(those that run on the workers, those that stay in the notebook)."""
         return (CallbackList(cb for cb in self.callbacks if cb.on_workers),
                 CallbackList(cb for cb in self.callbacks if not cb.on_workers))

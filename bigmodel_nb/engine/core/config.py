@@ -32,7 +32,8 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute transformer blocks in backward: less memory
 
     def to_dict(self) -> dict:
-        return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)) for k, v in asdict(self).items()}
+        return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                for k, v in asdict(self).items()}
 
 
 def optimizer_steps(config: TrainConfig, split) -> int:

@@ -45,7 +45,7 @@ class DeviceInfo:
     def as_row(self) -> dict:
         """A plain dict for tables. Example: ``[d.as_row() for d in detect_devices()]``"""
         row = asdict(self)
-        row["capability"] = "%d.%d" % self.capability if self.capability else None
+        row["capability"] = f"{self.capability[0]:d}.{self.capability[1]:d}" if self.capability else None
         row["precisions"] = ", ".join(self.precisions)
         return row
 
@@ -222,7 +222,10 @@ def resolve_device(spec: str | int | torch.device | None = None) -> torch.device
 # -- mixed precision ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AmpPolicy:
-    """The autocast dtype (None = off) and whether a GradScaler is needed. Example: ``AmpPolicy(torch.bfloat16, False).name``"""
+    """The autocast dtype (None = off) and whether a GradScaler is needed.
+
+    Example: ``AmpPolicy(torch.bfloat16, False).name``
+    """
 
     dtype: torch.dtype | None
     use_scaler: bool = False
@@ -287,7 +290,7 @@ def _cuda_name(device: torch.device) -> str:
     return f"cuda:{index} ({props.name}, compute capability {props.major}.{props.minor})"
 
 
-# -- torch.compile: what this device needs for it ---------------------------------------------------------------------------------
+# -- torch.compile: what this device needs for it -------------------------------------------
 def check_compile(device: torch.device) -> None:
     """Say in one sentence why torch.compile cannot work here, before any training starts."""
     if not hasattr(torch, "compile"):

@@ -1,6 +1,6 @@
 """The one exception type users see: a single sentence saying what is wrong and what to do."""
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class BigModelError(ValueError):

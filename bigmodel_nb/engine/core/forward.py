@@ -7,14 +7,13 @@ preflight check that turns a model/data mismatch into one sentence before a run 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .errors import BigModelError, describe_exception, unknown_choice
-
 
 LOSSES: dict[str, Callable] = {
     "cross_entropy": F.cross_entropy,
@@ -64,7 +63,8 @@ def forward_loss(model, x, y, loss_fn, with_targets: bool):
         logits = out
     if loss is None:
         if loss_fn is None:
-            raise BigModelError("The model returned no loss and none was given; pass --loss (e.g. cross_entropy or mse).")
+            raise BigModelError("The model returned no loss and none was given; "
+                                "pass --loss (e.g. cross_entropy or mse).")
         loss = _apply_loss(loss_fn, logits, y)
     return logits, loss
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .config import optimizer_steps, plan
 from .device import compile_failure
 from .forward import resolve_loss, takes_targets
 from .memory import free_memory, is_out_of_memory, out_of_memory_message
 from .metrics import Metrics, evaluate_model
 from .optim import steps_on_validation
-from .config import optimizer_steps, plan
 from .step import Step, step_groups
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ FINITE_COPY_ON_DEVICE = 1 << 30  # bytes of trainable weights whose NaN-restore 
 class Loop:
     """Set up once from a `Run`, then `fit()`, a generator that yields at each step boundary."""
 
-    def __init__(self, run: "Run"):
+    def __init__(self, run: Run):
         self.run = run
         cfg, data = run.config, run.data
         self.device, self.amp = run.device, run.amp

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +22,10 @@ _estimator: Callable | None = None  # summarize(model, input_shape, batch_size=,
 
 
 def set_memory_estimator(estimate: Callable) -> None:
-    """Register `%summary` (``summarize``) as the estimate of training memory. Example: ``set_memory_estimator(summarize)``"""
+    """Register `%summary` (``summarize``) as the estimate of training memory.
+
+    Example: ``set_memory_estimator(summarize)``
+    """
     global _estimator
     _estimator = estimate
 

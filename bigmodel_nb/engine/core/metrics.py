@@ -7,8 +7,8 @@ back in one transfer. Adding a metric is adding a `Metric` to `TASK_METRICS`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -25,6 +25,7 @@ class Metric:
 
 
 ACCURACY = Metric("accuracy", lambda logits, y: logits.argmax(-1) == y)
+FOLD = 32  # steps of metric values kept as tensors before they are summed into the running totals
 TASK_METRICS: dict[str, tuple[Metric, ...]] = {"classification": (ACCURACY,), "regression": (),
                                                 "language-model": ()}
 
@@ -44,6 +45,7 @@ class Metrics:
         shape = () if copies is None else (copies,)
         self.loss = torch.zeros(shape, device=self.device)
         self.values = [torch.zeros(shape, device=self.device) for _ in self.metrics]
+        self._hits: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # per metric, since the last fold
         self.samples = 0
         self.counts = [0] * len(self.metrics)
         self.since = time.perf_counter()
@@ -52,21 +54,28 @@ class Metrics:
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y, n: int | None = None) -> None:
         """Add one batch: its mean `loss` (weighted by its `n` samples) and the metrics of `logits` against `y`."""
         n = y.shape[0] if n is None else n
-        self.loss += loss.detach().float() * n
+        self.loss.add_(loss.detach().float(), alpha=n)  # one kernel, no sync
         self.samples += n
         if self.metrics:
             logits = logits.detach()
             for i, metric in enumerate(self.metrics):
                 hits = metric.values(logits, y)
-                if self.copies is None:
-                    self.values[i] += hits.sum()
-                    self.counts[i] += hits.numel()
-                else:
-                    self.values[i] += hits.flatten(1).sum(1)
-                    self.counts[i] += hits[0].numel()
+                self._hits[i].append(hits)  # summed in one go every FOLD steps: fewer kernels per step
+                self.counts[i] += hits.numel() if self.copies is None else hits[0].numel()
+            if len(self._hits[0]) >= FOLD:
+                self._fold()
+
+    def _fold(self) -> None:
+        for i, hits in enumerate(self._hits):
+            if hits:
+                both = torch.cat([h.reshape(-1) if self.copies is None else h.reshape(self.copies, -1) for h in hits],
+                                 dim=-1)
+                self.values[i] += both.sum(-1)
+                hits.clear()
 
     def sums(self) -> torch.Tensor:
         """[loss·n, metric sums…, n, metric counts…] as one device tensor (one model, not copies)."""
+        self._fold()
         counts = torch.tensor([self.samples, *self.counts], dtype=torch.float32)
         return torch.cat([torch.stack([self.loss.float(), *[v.float() for v in self.values]]),
                           counts.to(self.device, non_blocking=True)])
@@ -75,6 +84,7 @@ class Metrics:
         """``{"loss": …, <metric>: …}`` (one device read); a list of them with `copies`.
         `sums`: a `sums()` tensor, e.g. all-reduced over workers."""
         k = len(self.metrics)
+        self._fold()
         if sums is not None:
             flat = sums.tolist()
             return self._row(flat[0], flat[1:1 + k], flat[1 + k], flat[2 + k:])
@@ -96,7 +106,8 @@ class Metrics:
 def evaluate_model(model, split, *, batch_size: int, device, loss_fn, task: str | None, amp=None) -> dict:
     """Mean loss (and the task's metrics) of `model` on a data split, weights untouched.
 
-    Example: ``evaluate_model(model, bundle.test, batch_size=256, device="cpu", loss_fn=F.cross_entropy, task="classification")``
+    Example: ``evaluate_model(model, bundle.test, batch_size=256, device="cpu", loss_fn=F.cross_entropy,
+    task="classification")``
     """
     was_training = model.training
     model.eval()

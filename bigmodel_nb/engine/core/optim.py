@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
 
 import torch
 
-from .errors import BigModelError, unknown_choice
+from .errors import unknown_choice
 
 # name -> (torch class, fixed keyword arguments, default learning rate)
 OPTIMIZERS: dict[str, tuple[type, dict, float]] = {
@@ -66,15 +65,18 @@ def make_schedule(spec, optimizer: torch.optim.Optimizer, total_steps: int, warm
     if spec == "onecycle":  # warm up to the given LR over 30% of training, then anneal far below it
         peak = [group["lr"] for group in optimizer.param_groups]
         pct = min(0.9, warmup / total_steps) if warmup and total_steps else 0.3
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps), pct_start=pct)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=max(1, total_steps),
+                                                   pct_start=pct)
     if spec == "plateau":  # x0.1 when the validation loss has not improved for 2 validations
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
     if spec is None or spec == "constant":
-        factor: Callable[[int], float] = lambda step: 1.0
+        def factor(step: int) -> float:
+            return 1.0
     elif callable(spec) and not isinstance(spec, str):
         return spec(optimizer)
     elif spec == "step":  # x0.1 at 60% and 85% of training, the classic ResNet recipe
-        factor = lambda step: 0.1 ** sum(step >= m * total_steps for m in (0.6, 0.85))
+        def factor(step: int) -> float:
+            return 0.1 ** sum(step >= m * total_steps for m in (0.6, 0.85))
     elif spec in ("cosine", "warmup-cosine"):
         warm = warmup or (max(1, total_steps // 20) if spec == "warmup-cosine" else 0)
 

@@ -9,8 +9,8 @@ import signal
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 
@@ -33,11 +33,11 @@ ALIVE = ("created", "running", "paused")
 
 # Every Run of the session, in creation order, held weakly: a run the notebook no longer holds can be
 # collected. `runs()` lists them (the run-comparison view starts here).
-_REGISTRY: "weakref.WeakValueDictionary[int, Run]" = weakref.WeakValueDictionary()
+_REGISTRY: weakref.WeakValueDictionary[int, Run] = weakref.WeakValueDictionary()
 _NUMBERS = itertools.count(1)
 
 
-def runs() -> list["Run"]:
+def runs() -> list[Run]:
     """Every `Run` of this session still held somewhere, oldest first. Example: ``[r.name for r in runs()]``"""
     return [run for _, run in sorted(_REGISTRY.items())]
 
@@ -83,9 +83,11 @@ class Run:
 
         model.to(self.device)
         if not any(p.requires_grad for p in model.parameters()):
-            raise BigModelError("The model has no trainable parameters; unfreeze some (requires_grad=True) before training.")
+            raise BigModelError("The model has no trainable parameters; "
+                                "unfreeze some (requires_grad=True) before training.")
         if config.accumulate < 1:
-            raise BigModelError(f"--accumulate must be a whole number ≥ 1 (micro-batches per step), not {config.accumulate}.")
+            raise BigModelError("--accumulate must be a whole number ≥ 1 (micro-batches per step), "
+                                f"not {config.accumulate}.")
         if config.activation_checkpointing:
             self.notes.append(enable_activation_checkpointing(model))
         if config.batch_size == "auto":
@@ -118,14 +120,14 @@ class Run:
         _REGISTRY[self.number] = self
 
     # -- starting and waiting ------------------------------------------------------------------
-    def start(self, callbacks: Iterable[Callback] = ()) -> "Run":
+    def start(self, callbacks: Iterable[Callback] = ()) -> Run:
         """Train in a worker thread and return at once (the notebook's --background)."""
         self._begin(callbacks)
         self._hand_to_thread()
         return self
 
     def run_here(self, callbacks: Iterable[Callback] = (), *, until: Callable[[], bool] | None = None,
-                 on_interrupt: Callable[["Run"], None] | None = None) -> "Run":
+                 on_interrupt: Callable[[Run], None] | None = None) -> Run:
         """Train in the calling thread — as fast as the hand-written loop — until the run ends or
         `until()` turns true (e.g. paused), then let a worker thread carry on. A KeyboardInterrupt
         (■ in Jupyter) never lands mid-step: it stops the run at the next step boundary, or calls
@@ -138,8 +140,8 @@ class Run:
             self._hand_to_thread()
         return self
 
-    def wait(self, timeout: float | None = None, on_interrupt: Callable[["Run"], None] | None = None,
-             until: Callable[[], bool] | None = None) -> "Run":
+    def wait(self, timeout: float | None = None, on_interrupt: Callable[[Run], None] | None = None,
+             until: Callable[[], bool] | None = None) -> Run:
         """Block until the run ends (or `timeout` s pass, or `until()` is true). A KeyboardInterrupt
         (■ in Jupyter) does not escape: by default it stops the run cleanly at the next step boundary
         and waits for that; `on_interrupt(run)` replaces that policy."""
@@ -161,19 +163,19 @@ class Run:
         return self
 
     # -- control (called from any thread) ---------------------------------------------------
-    def stop(self) -> "Run":
+    def stop(self) -> Run:
         """Ask the run to stop at the next step boundary (returns at once; use `wait()`)."""
         self._stop_requested = True
         self._running.set()
         return self
 
-    def pause(self) -> "Run":
+    def pause(self) -> Run:
         """Hold the run at the next step boundary until `resume()`."""
         if self.alive:
             self._running.clear()
         return self
 
-    def resume(self) -> "Run":
+    def resume(self) -> Run:
         """Continue a paused run."""
         self._running.set()
         return self
@@ -200,11 +202,12 @@ class Run:
     def evaluate(self, split: str = "test", batch_size: int = 256) -> dict:
         """Loss (and accuracy for classification) on a split. Example: ``run.evaluate("test")["accuracy"]``"""
         if self.alive and self._steps is not None:
-            raise BigModelError(f"Run '{self.name}' is still training; call {self.name}.wait() or {self.name}.stop() first.")
+            raise BigModelError(f"Run '{self.name}' is still training; "
+                                f"call {self.name}.wait() or {self.name}.stop() first.")
         data = getattr(self.data, split, None) if split in ("train", "val", "test") else None
         if data is None or len(data) == 0:
-            raise BigModelError(f"This data has no '{split}' split; use one of: "
-                                f"{', '.join(s for s in ('train', 'val', 'test') if getattr(self.data, s, None) is not None)}.")
+            present = [s for s in ("train", "val", "test") if getattr(self.data, s, None) is not None]
+            raise BigModelError(f"This data has no '{split}' split; use one of: {', '.join(present)}.")
         return evaluate_model(self.model, data, batch_size=batch_size, device=self.device,
                               loss_fn=resolve_loss(self.config.loss, self.data.task), task=self.data.task, amp=self.amp)
 

@@ -7,8 +7,8 @@ sequential optimizer comparison (the last three train through a `Run`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import torch
 

@@ -20,8 +20,8 @@ import ctypes
 import functools
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

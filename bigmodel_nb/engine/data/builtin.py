@@ -17,7 +17,8 @@ from ..core.errors import BigModelError
 
 @register_dataset("digits", "1,797 8×8 handwritten digits (UCI optdigits), 10 classes, inputs (64,) or (1, 8, 8)")
 def digits(seed: int, flatten: bool) -> DataBundle:
-    """1,797 8×8 digits: the UCI optdigits test set as shipped by scikit-learn (BSD; data CC BY 4.0, Alpaydin & Kaynak)."""
+    """1,797 8×8 digits: the UCI optdigits test set as shipped by scikit-learn
+    (BSD; data CC BY 4.0, Alpaydin & Kaynak)."""
     a = digits_array()
     parts = split_arrays(a[:, :64] / 16.0, a[:, 64].astype(np.int64), np.random.default_rng(seed))
     mean, std = float(parts[0][0].mean()), float(parts[0][0].std())  # train statistics only: no test leakage
@@ -60,7 +61,8 @@ def sine(seed: int, flatten: bool, n: int = 1000, noise: float = 0.1) -> DataBun
 
 
 def _toy(name: str, X: np.ndarray, y: np.ndarray, rng, num_classes: int | None = None, **info) -> DataBundle:
-    splits = [Split(torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.int64 if num_classes else np.float32)))
+    splits = [Split(torch.from_numpy(a.astype(np.float32)),
+                    torch.from_numpy(b.astype(np.int64 if num_classes else np.float32)))
               for a, b in split_arrays(X, y, rng)]
     return DataBundle(name, *splits, task="classification" if num_classes else "regression", num_classes=num_classes,
                       input_shape=X.shape[1:], info={"description": DATASETS[name], "n": len(X), **info})

@@ -17,7 +17,10 @@ DOWNLOAD_TIMEOUT_S = 10.0
 
 
 def cache_dir() -> Path:
-    """Where downloads are kept: $BIGMODEL_NB_CACHE, else ~/.cache/bigmodel_nb. Example: ``cache_dir() / "tiny-shakespeare"``"""
+    """Where downloads are kept: $BIGMODEL_NB_CACHE, else ~/.cache/bigmodel_nb.
+
+    Example: ``cache_dir() / "tiny-shakespeare"``
+    """
     return Path(os.environ.get("BIGMODEL_NB_CACHE") or Path.home() / ".cache" / "bigmodel_nb").expanduser()
 
 

@@ -49,7 +49,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise _corrupt(path, f"only {len(raw)} bytes after decompression")
     if raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] != ndim:
-        raise _corrupt(path, f"magic number 0x{raw[:4].hex()} is not 0x{0x0800 | ndim:08x}, an IDX file of {ndim}-D bytes")
+        raise _corrupt(path, f"magic number 0x{raw[:4].hex()} is not 0x{0x0800 | ndim:08x}, "
+                             f"an IDX file of {ndim}-D bytes")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(dims)):
         raise _corrupt(path, f"the header promises {' × '.join(map(str, dims))} bytes but {len(raw) - header:,} follow")
@@ -112,7 +113,8 @@ def image_bundle(name: str, url: str, *, seed: int, flatten: bool, limit: int | 
     lut = ((levels - mean) / std).astype(np.float32)  # byte value -> normalised float32
     shape = (IMAGE_SHAPE[0] * IMAGE_SHAPE[1],) if flatten else (1, *IMAGE_SHAPE)
     splits = [Split(torch.from_numpy(lut[x].reshape(-1, *shape)), torch.from_numpy(y.astype(np.int64)))
-              for x, y in ((train_x[train_idx], train_y[train_idx]), (train_x[val_idx], train_y[val_idx]), (test_x, test_y))]
+              for x, y in ((train_x[train_idx], train_y[train_idx]), (train_x[val_idx], train_y[val_idx]),
+                           (test_x, test_y))]
     return DataBundle(name, *splits, task="classification", num_classes=10, input_shape=shape, info={
         "description": DATASETS[name], "mean": mean, "std": std, "path": str(folder),
         "split": f"val: a random {VAL_FRACTION:.0%} of the first {n:,} official training images (seed {seed}); "
@@ -120,7 +122,8 @@ def image_bundle(name: str, url: str, *, seed: int, flatten: bool, limit: int | 
 
 
 # -- the built-in datasets (registered in data.py) ----------------------------------------------
-@register_dataset("mnist", "70,000 28×28 handwritten digits, downloaded once (option limit), 10 classes, inputs (784,) or (1, 28, 28)")
+@register_dataset("mnist", "70,000 28×28 handwritten digits, downloaded once (option limit), 10 classes, "
+                           "inputs (784,) or (1, 28, 28)")
 def mnist(seed: int = 0, flatten: bool = True, limit: int | None = None):
     """70,000 28×28 handwritten digits, downloaded once ($BIGMODEL_NB_MNIST_URL overrides the base URL).
 
@@ -132,13 +135,16 @@ def mnist(seed: int = 0, flatten: bool = True, limit: int | None = None):
         "source": f"MNIST (LeCun, Cortes & Burges), the IDX files from {url}"})
 
 
-@register_dataset("fashion-mnist", "70,000 28×28 Zalando clothing images, downloaded once (option limit), 10 classes, inputs (784,) or (1, 28, 28)")
+@register_dataset("fashion-mnist", "70,000 28×28 Zalando clothing images, downloaded once (option limit), "
+                                   "10 classes, inputs (784,) or (1, 28, 28)")
 def fashion_mnist(seed: int = 0, flatten: bool = True, limit: int | None = None):
-    """70,000 28×28 Zalando clothing images in 10 classes, downloaded once ($BIGMODEL_NB_FASHION_MNIST_URL overrides the base URL).
+    """70,000 28×28 Zalando clothing images in 10 classes, downloaded once ($BIGMODEL_NB_FASHION_MNIST_URL
+    overrides the base URL).
 
     Example: ``load_dataset("fashion-mnist").info["class_names"][9]  # 'Ankle boot'``
     """
     url = os.environ.get("BIGMODEL_NB_FASHION_MNIST_URL") or FASHION_MNIST_URL
     return image_bundle("fashion-mnist", url, seed=seed, flatten=flatten, limit=limit, info={
         "class_names": list(FASHION_CLASSES),
-        "source": f"Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, Zalando Research, MIT licence), the IDX files from {url}"})
+        "source": "Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, Zalando Research, MIT licence), "
+                  f"the IDX files from {url}"})

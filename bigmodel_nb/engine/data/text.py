@@ -87,7 +87,8 @@ def stdlib_source(chars: int) -> tuple[str, int]:
     root = sysconfig.get_paths()["stdlib"]
     paths = []
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [d for d in subfolders if d not in _STDLIB_SKIP and not d.startswith(("config-", "lib-dynload"))]
+        subfolders[:] = [d for d in subfolders
+                         if d not in _STDLIB_SKIP and not d.startswith(("config-", "lib-dynload"))]
         paths += [os.path.join(folder, f) for f in files if f.endswith(".py") and not f.startswith("_sysconfigdata")]
     pieces, total = [], 0
     for path in sorted(paths):  # sorted: the same corpus on every run of the same Python
@@ -97,7 +98,8 @@ def stdlib_source(chars: int) -> tuple[str, int]:
             pieces.append(f.read().rstrip("\n") + "\n\n\n")  # blank lines between files, as between top-level defs
         total += len(pieces[-1])
     if not pieces:
-        raise BigModelError(f"No Python source files were found under {root}; this Python has no readable standard library.")
+        raise BigModelError(f"No Python source files were found under {root}; "
+                            "this Python has no readable standard library.")
     return _printable("".join(pieces)[:chars]), len(pieces)
 
 
@@ -132,8 +134,9 @@ def char_bundle(name: str, text: str, tokenizer: CharTokenizer, block_size: int,
     cuts = np.cumsum([round(len(tokens) * f) for f in SPLIT_FRACTIONS[:-1]]).tolist()
     chunks = [tokens[a:b] for a, b in zip([0, *cuts], [*cuts, len(tokens)])]
     if min(len(c) for c in chunks) <= block_size:
-        raise BigModelError(f"{len(text):,} characters are too few for windows of {block_size} in each of train/val/test; "
-                            f"use more characters (chars=) or a smaller block_size (at most {min(map(len, chunks)) - 1}).")
+        raise BigModelError(f"{len(text):,} characters are too few for windows of {block_size} in each of "
+                            "train/val/test; use more characters (chars=) or a smaller block_size "
+                            f"(at most {min(map(len, chunks)) - 1}).")
     splits = [Split(*windows(c, block_size)) for c in chunks]
     return DataBundle(name, *splits, task="language-model", num_classes=None, input_shape=(block_size,),
                       vocab=list(tokenizer.vocab),
@@ -149,7 +152,8 @@ def _check_chars(chars) -> int | None:
 
 
 # -- the built-in corpora (`seed` and `flatten` are unused: splits are contiguous stretches) --------------
-@register_dataset("python-stdlib", "Python standard-library source, characters (options chars=1_000_000, block_size=64), language model")
+@register_dataset("python-stdlib", "Python standard-library source, characters (options chars=1_000_000, "
+                                   "block_size=64), language model")
 def python_stdlib(seed: int = 0, flatten: bool = True, chars: int = 1_000_000, block_size: int = 64):
     """Python source from this interpreter's standard library, character-level, vocab of 96.
 
@@ -161,7 +165,8 @@ def python_stdlib(seed: int = 0, flatten: bool = True, chars: int = 1_000_000, b
         "source": f"the .py files of the Python standard library at {sysconfig.get_paths()['stdlib']}"})
 
 
-@register_dataset("tiny-shakespeare", "Shakespeare, 1.1M characters, downloaded once (options chars, block_size=64), language model")
+@register_dataset("tiny-shakespeare", "Shakespeare, 1.1M characters, downloaded once (options chars, block_size=64), "
+                                      "language model")
 def tiny_shakespeare(seed: int = 0, flatten: bool = True, chars: int | None = None, block_size: int = 64):
     """Karpathy's tiny-shakespeare (~1.1M characters, vocab 65), downloaded once and cached.
 

@@ -88,14 +88,14 @@ def context_length(model) -> int | None:
 def _num_heads(kind, modules, model) -> int:
     if kind == "huggingface":
         config = model.config
-        return int(getattr(config, "num_attention_heads", None) or getattr(config, "n_head"))
-    return int(getattr(modules[0], "n_head", None) or getattr(modules[0], "num_heads"))
+        return int(getattr(config, "num_attention_heads", None) or config.n_head)
+    return int(getattr(modules[0], "n_head", None) or modules[0].num_heads)
 
 
 def _num_layers(kind, modules, model) -> int:
     if kind == "huggingface":
         config = model.config
-        return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+        return int(getattr(config, "num_hidden_layers", None) or config.n_layer)
     return len(modules)
 
 

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import BigModelError
-from .grad_report import GradientReport, diagnose
 from ..core.callbacks import Callback
 from ..core.config import TrainConfig
+from ..core.errors import BigModelError
 from ..core.run import Run
+from .grad_report import GradientReport, diagnose
 
 __all__ = ["GradientRecorder", "GradientReport", "diagnose", "grads", "select_layers"]
 

@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from ..core.batches import as_bundle
+from ..core.config import TrainConfig
 from ..core.device import resolve_amp, resolve_device
 from ..core.errors import BigModelError
-from ..core.forward import autocast, forward_loss, preflight, resolve_loss, takes_targets
+from ..core.forward import preflight, resolve_loss
+from ..core.metrics import Metrics
 from ..core.optim import make_optimizer
-from ..core.config import TrainConfig
+from ..core.step import Step
 
 
 @dataclass
@@ -55,8 +57,7 @@ def lr_find(model, data, *, optimizer="adam", start_lr: float = 1e-7, end_lr: fl
     preflight(model, bundle, TrainConfig(loss=loss), dev, policy)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr=start_lr)
-    loss_fn = resolve_loss(loss, bundle.task)
-    with_targets = takes_targets(model)
+    step = Step(model, opt, loss_fn=resolve_loss(loss, bundle.task), device=dev, amp=policy, params=params)
     factor = (end_lr / start_lr) ** (1 / (steps - 1))
     lrs, raw, smoothed = [], [], []
     avg, best, stopped_early = 0.0, math.inf, False
@@ -69,13 +70,9 @@ def lr_find(model, data, *, optimizer="adam", start_lr: float = 1e-7, end_lr: fl
             lr = start_lr * factor**i
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, y = next(batches)
-            with autocast(dev, policy):
-                _, value = forward_loss(model, x, y, loss_fn, with_targets)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            current = value.item()  # one sync per step is the point of this tool
+            metrics = Metrics(None, dev)  # the loss only
+            step([next(batches)], metrics)  # the core step: forward, loss, backward, optimizer step
+            current = metrics.compute()["loss"]  # one sync per step is the point of this tool
             avg = smooth * avg + (1 - smooth) * current
             debiased = avg / (1 - smooth ** (i + 1))
             lrs.append(lr)

@@ -18,8 +18,8 @@ from torch import nn
 from ..core.device import DeviceInfo
 from ..core.errors import BigModelError
 from ..core.memory import set_memory_estimator
-from .footprint import Input, at_batch, device_budget, first_tensor, fit, measure, scale_shape
 from ..core.optim import OPTIMIZERS
+from .footprint import Input, at_batch, device_budget, first_tensor, fit, measure, scale_shape
 
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 _PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
@@ -237,7 +237,8 @@ def _input_spec(model: nn.Module, input_shape, example) -> Input:
         dims = " ".join(["C", *{1: ["L"], 2: ["H", "W"]}.get(spatial, ["D", "H", "W"])])
         raise BigModelError(f"The first layer is a {type(first).__name__} with {channels} input channel"
                             f"{'s' if channels != 1 else ''}, whose input size cannot be inferred; pass "
-                            f"--input-shape {dims} (e.g. --input-shape {' '.join([str(channels)] + ['32'] * spatial)}).")
+                            f"--input-shape {dims} (e.g. --input-shape "
+                            f"{' '.join([str(channels)] + ['32'] * spatial)}).")
     raise BigModelError(f"Cannot infer the input shape of {type(model).__name__}; pass --input-shape with the "
                         f"size of one sample (e.g. --input-shape 3 32 32) or an example batch.")
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.config import TrainConfig, optimizer_steps, plan
 from ..core.device import amp_choice, resolve_amp
 from ..core.errors import BigModelError, describe_exception
-from ..core.config import TrainConfig, optimizer_steps, plan
 from ..core.run import Run
 
 # Bounded waits when a cluster address does not answer (Ray's defaults retry for ~14 minutes).
@@ -143,12 +143,13 @@ class DistributedRun(Run):
         if self.gpus_per_worker and have.get("GPU", 0) < self.workers * self.gpus_per_worker:
             raise BigModelError(f"--gpus-per-worker {self.gpus_per_worker:g} × {self.workers} workers needs "
                                 f"{self.workers * self.gpus_per_worker:g} GPUs but the Ray cluster has "
-                                f"{have.get('GPU', 0):g}; lower --gpus-per-worker, or use --gpus-per-worker 0 for CPUs.")
+                                f"{have.get('GPU', 0):g}; lower --gpus-per-worker, "
+                                "or use --gpus-per-worker 0 for CPUs.")
         if have.get("CPU", 0) < self.workers:
             raise BigModelError(f"{self.workers} workers need {self.workers} CPUs but the Ray cluster has "
                                 f"{have.get('CPU', 0):g}; use --workers {max(1, int(have.get('CPU', 0)))} or fewer.")
 
-    def pause(self) -> "Run":
+    def pause(self) -> Run:
         raise BigModelError("A --workers run cannot be paused; Stop it (it keeps its checkpoints) instead.")
 
     def save_checkpoint(self) -> None:  # Ray Train writes the checkpoints, on the workers
@@ -169,7 +170,8 @@ class DistributedRun(Run):
                                "strategy": self.strategy, "updates": updates, "control": control,
                                "callbacks": shipped.callbacks},
             scaling_config=ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": 1, **({"GPU": self.gpus_per_worker} if use_gpu else {})}),
+                                         resources_per_worker={"CPU": 1,
+                                                               **({"GPU": self.gpus_per_worker} if use_gpu else {})}),
             run_config=RunConfig(name=f"{self.name}-{time.time_ns()}", storage_path=str(self.storage),
                                  failure_config=FailureConfig(max_failures=self.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
@@ -248,8 +250,12 @@ def train_worker(cfg: dict) -> dict | None:
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
 
     from ..core.callbacks import CallbackList
     from ..core.config import optimizer_steps, plan
@@ -337,7 +343,8 @@ def train_worker(cfg: dict) -> dict | None:
             val = evaluate_model(plain, data.val, batch_size=max(256, config.batch_size), device=device,
                                  loss_fn=loss_fn, task=data.task, amp=amp)
             updates.put({"kind": "val", "step": step, "epoch": epoch + 1, "split": "val", **val})
-        if steps_on_validation(schedule) and data.val is not None and len(data.val):  # --schedule plateau: rank 0's validation loss, on every rank
+        # --schedule plateau: rank 0's validation loss, on every rank
+        if steps_on_validation(schedule) and data.val is not None and len(data.val):
             val_loss = torch.tensor([val["loss"] if rank == 0 else 0.0], device=device)
             dist.broadcast(val_loss, 0)
             schedule.step(float(val_loss))

@@ -3,8 +3,18 @@
     prepare(model, from_="pretrained.safetensors", new_head=5, freeze="convs.*")
 """
 from .export import ExportResult, export
-from .heads import (FreezeResult, TransferSetup, Unfreeze, class_subset, find_head, freeze, prepare, replace_head,
-                    trainable_counts, unfreeze)
+from .heads import (
+                    FreezeResult,
+                    TransferSetup,
+                    Unfreeze,
+                    class_subset,
+                    find_head,
+                    freeze,
+                    prepare,
+                    replace_head,
+                    trainable_counts,
+                    unfreeze,
+)
 from .pretrained import LoadResult, load_from
 
 __all__ = ["ExportResult", "FreezeResult", "LoadResult", "TransferSetup", "Unfreeze", "class_subset", "export",

@@ -54,7 +54,8 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def export(model: nn.Module, example, path, format: str = "torch.export", *, dynamic_batch: bool = True) -> ExportResult:
+def export(model: nn.Module, example, path, format: str = "torch.export", *,
+           dynamic_batch: bool = True) -> ExportResult:
     """Export `model` for deployment: ``format="torch.export"`` writes an ExportedProgram (``.pt2``,
     read back with ``torch.export.load``); ``format="onnx"`` writes ``.onnx`` through the dynamo
     exporter and needs ``pip install onnx onnxscript``. `example` is an input batch (a tensor, or a
@@ -70,8 +71,9 @@ def export(model: nn.Module, example, path, format: str = "torch.export", *, dyn
     if fmt == "onnx":
         missing = [m for m in ("onnx", "onnxscript") if not _installed(m)]
         if missing:
-            raise BigModelError(f"ONNX export needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-                                "not installed; run `pip install onnx onnxscript` (or use format=\"torch.export\").")
+            raise BigModelError(f"ONNX export needs {' and '.join(missing)}, "
+                                f"which {'is' if len(missing) == 1 else 'are'} not installed; "
+                                "run `pip install onnx onnxscript` (or use format=\"torch.export\").")
     if not isinstance(model, nn.Module):
         raise BigModelError(f"Expected a torch.nn.Module to export, got {type(model).__name__}.")
     args = (example,) if torch.is_tensor(example) else tuple(example) if isinstance(example, (tuple, list)) else None
@@ -92,7 +94,8 @@ def export(model: nn.Module, example, path, format: str = "torch.export", *, dyn
             try:
                 out = model(*args)
             except Exception as e:
-                raise BigModelError(f"The model failed on the example input ({', '.join(str(list(a.shape)) for a in args)}): "
+                raise BigModelError("The model failed on the example input "
+                                    f"({', '.join(str(list(a.shape)) for a in args)}): "
                                     f"{describe_exception(e)}.") from None
         logits_only = not torch.is_tensor(out)
         if logits_only and not (isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0])
@@ -133,7 +136,8 @@ def _capture(target: nn.Module, args: tuple, dynamic):
         dynamic_ok = shapes is not None and all(  # Dim.AUTO quietly pins an axis the model fixes
             not is_concrete_int(getattr(n.meta.get("val"), "shape", [0])[0]) for n in placeholders)
         return program, dynamic_ok
-    raise BigModelError(f"torch.export could not capture this {type(target.model if isinstance(target, _Logits) else target).__name__}: "
+    raise BigModelError("torch.export could not capture this "
+                        f"{type(target.model if isinstance(target, _Logits) else target).__name__}: "
                         f"{describe_exception(error)} — Python control flow that depends on tensor values is the usual "
                         "cause; see https://pytorch.org/docs/stable/export.html.") from None
 
@@ -145,4 +149,5 @@ def _onnx(target: nn.Module, args: tuple, dynamic, path: Path) -> None:
     except BigModelError:
         raise
     except Exception as e:
-        raise BigModelError(f"ONNX export failed: {describe_exception(e)}; torch.export format may still work.") from None
+        raise BigModelError(f"ONNX export failed: {describe_exception(e)}; "
+                            "torch.export format may still work.") from None

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 from torch import nn
 
+from ..core.callbacks import Callback
 from ..core.errors import BigModelError
 from ..inspect.grads import matches_pattern
 from .pretrained import LoadResult, few, load_from
-from ..core.callbacks import Callback
 
 log = logging.getLogger("bigmodel_nb")
 
-__all__ = ["FreezeResult", "TransferSetup", "Unfreeze", "class_subset", "find_head", "freeze", "prepare", "replace_head",
-           "trainable_counts", "unfreeze"]
+__all__ = ["FreezeResult", "TransferSetup", "Unfreeze", "class_subset", "find_head", "freeze", "prepare",
+           "replace_head", "trainable_counts", "unfreeze"]
 
 HEAD_NAMES = ("head", "fc", "classifier", "heads", "lm_head")  # zoo, ResNet, HF/EfficientNet, ViT, GPT
 
@@ -120,7 +120,10 @@ class FreezeResult:
 
 
 def trainable_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts, shared parameters once. Example: ``trainable_counts(model)  # (650, 4800)``"""
+    """(trainable, frozen) parameter counts, shared parameters once.
+
+    Example: ``trainable_counts(model)  # (650, 4800)``
+    """
     trainable = frozen = 0
     for p in model.parameters():
         if p.requires_grad:
@@ -189,7 +192,8 @@ def _freeze(model: nn.Module, pattern) -> FreezeResult:
         if not (isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats):
             continue
         own = list(module.parameters(recurse=False))
-        frozen = all(not p.requires_grad for p in own) if own else any(matches_pattern(part, path, []) for part in _parts(pattern))
+        frozen = (all(not p.requires_grad for p in own) if own
+                  else any(matches_pattern(part, path, []) for part in _parts(pattern)))
         if frozen and not _held(module):
             module.register_forward_pre_hook(_hold_eval)
             norms.append(path)

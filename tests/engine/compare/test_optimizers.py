@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError
 from bigmodel_nb.api import fit
-from bigmodel_nb.engine.core.callbacks import Callback
+from bigmodel_nb.engine import BigModelError
 from bigmodel_nb.engine.compare.optimizers import OptimizerComparison, parse_lrs
+from bigmodel_nb.engine.core.callbacks import Callback
 
 NAMES = ["sgd", "momentum", "rmsprop", "adam", "adamw"]
 
@@ -41,7 +41,8 @@ def test_the_users_model_is_untouched_and_the_start_is_recorded():
     result = OptimizerComparison(model, "digits", ["sgd", "adam"], epochs=1).run()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert result.fair["same_initial_weights"] and result.fair["same_batches"]
-    assert result.fair["initial_weights_checksum"] == pytest.approx(float(sum(v.double().sum() for v in before.values())))
+    assert result.fair["initial_weights_checksum"] == pytest.approx(
+        float(sum(v.double().sum() for v in before.values())))
 
 
 def test_a_diverging_optimizer_stops_alone():

@@ -8,10 +8,18 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError, load_dataset, load_weights
 from bigmodel_nb.api import fit
-from bigmodel_nb.engine.compress import (Distill, Finetune, Prune, Quantize, compress, count_weights, parse_steps,
-                                         steps_from_flags)
+from bigmodel_nb.engine import BigModelError, load_dataset, load_weights
+from bigmodel_nb.engine.compress import (
+    Distill,
+    Finetune,
+    Prune,
+    Quantize,
+    compress,
+    count_weights,
+    parse_steps,
+    steps_from_flags,
+)
 from bigmodel_nb.engine.core.callbacks import Callback
 from bigmodel_nb.models import GPT, GPTConfig
 
@@ -204,7 +212,8 @@ def test_steps_from_flags_and_the_step_forms(teacher):
                              order=["quantize", "prune"])
     assert [s.kind for s in steps] == ["quantize", "prune", "finetune"]
     assert steps[1] == Prune(0.5, structured=True, scope="global")
-    assert [s.kind for s in steps_from_flags(quantize="bf16", prune=0.2, finetune=1)] == ["prune", "finetune", "quantize"]
+    assert ([s.kind for s in steps_from_flags(quantize="bf16", prune=0.2, finetune=1)]
+            == ["prune", "finetune", "quantize"])
     d = steps_from_flags(distill=mlp(8), temperature=2.0, alpha=0.5)[0]
     assert (d.temperature, d.alpha) == (2.0, 0.5)
     assert parse_steps([{"quantize": {"mode": "half"}}, ("finetune", 3), Prune(0.1)]) == [
@@ -216,9 +225,12 @@ def test_bad_input_is_one_sentence_and_leaves_the_model_untouched(teacher, digit
     cases = [
         (lambda: compress(teacher, digits, steps=[Prune(1.5)]), "between 0 and 1"),
         (lambda: compress(teacher, digits, steps=[("prune", 0)]), "between 0 and 1"),
-        (lambda: compress(teacher, digits, steps=[("quantize", "int4")]), "choose one of: int8, int8-weight, fp16, bf16"),
-        (lambda: compress(teacher, digits, steps=[("shrink", {})]), "choose one of: prune, finetune, quantize, distill"),
-        (lambda: compress(teacher, digits, steps=[Distill(nn.Linear(64, 5))]), "give the student the teacher's output size (10)"),
+        (lambda: compress(teacher, digits, steps=[("quantize", "int4")]),
+         "choose one of: int8, int8-weight, fp16, bf16"),
+        (lambda: compress(teacher, digits, steps=[("shrink", {})]),
+         "choose one of: prune, finetune, quantize, distill"),
+        (lambda: compress(teacher, digits, steps=[Distill(nn.Linear(64, 5))]),
+         "give the student the teacher's output size (10)"),
         (lambda: compress(teacher, None, steps=[Finetune(1)], example=torch.randn(2, 64)), "pass data"),
         (lambda: compress(teacher, None, steps=[Distill(mlp(8))]), "pass data"),
         (lambda: compress(teacher, None, steps=[Prune(0.5, structured=True)]), "pass data or example="),
@@ -239,7 +251,8 @@ def test_bad_input_is_one_sentence_and_leaves_the_model_untouched(teacher, digit
         compress(teacher, digits, steps=[Quantize("int8-weight")])
     with pytest.raises(BigModelError, match=r"needs Torch-Pruning; pip install torch-pruning\.$"):
         compress(teacher, digits, steps=[Prune(0.5, structured=True)])
-    assert compress(teacher, digits, steps=[Quantize("int8")], **FAST).stages[1]["size_ratio"] > 3  # torch.ao needs neither
+    # torch.ao needs neither
+    assert compress(teacher, digits, steps=[Quantize("int8")], **FAST).stages[1]["size_ratio"] > 3
     assert same(teacher, before)
 
 
@@ -269,7 +282,8 @@ def test_structured_pruning_removes_whole_attention_heads_exactly():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_embd=32, n_head=4, block_size=16)).eval()
     idx = torch.randint(0, 96, (3, 12))
-    report = compress(model, None, steps=[Prune(0.5, structured=True, ignore=("*mlp*",))], example=idx, latency_repeats=1)
+    report = compress(model, None, steps=[Prune(0.5, structured=True, ignore=("*mlp*",))], example=idx,
+                      latency_repeats=1)
     pruned = report.model
     assert "attention heads blocks.0.attn 4→" in report.stages[1]["note"]
     masked = copy.deepcopy(model)

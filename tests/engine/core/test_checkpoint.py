@@ -6,8 +6,13 @@ import torch
 from torch import nn
 
 from bigmodel_nb.engine.core import checkpoint as ck
-from bigmodel_nb.engine.core.checkpoint import (latest_checkpoint, load_training_state, load_weights,
-                                           save_training_state, save_weights)
+from bigmodel_nb.engine.core.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+)
 from bigmodel_nb.engine.core.errors import BigModelError
 
 

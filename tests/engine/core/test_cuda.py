@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine import Run, TrainConfig
 from bigmodel_nb.api import fit
+from bigmodel_nb.engine import Run, TrainConfig
 from bigmodel_nb.engine.data import as_bundle
 from bigmodel_nb.models import GPT, GPTConfig
 

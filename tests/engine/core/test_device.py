@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from bigmodel_nb.engine.core import device as dev
-from bigmodel_nb.engine.core.device import (AmpPolicy, DeviceInfo, default_device, detect_devices, resolve_amp,
-                                       resolve_device, set_default_device)
+from bigmodel_nb.engine.core.device import (
+    AmpPolicy,
+    DeviceInfo,
+    default_device,
+    detect_devices,
+    resolve_amp,
+    resolve_device,
+    set_default_device,
+)
 from bigmodel_nb.engine.core.errors import BigModelError
 
 GIB = 1 << 30
@@ -145,7 +152,8 @@ def test_fake_cuda_resolve_device(monkeypatch):
     fake_cuda(monkeypatch)
     assert default_device() == torch.device("cuda", 0) == resolve_device("auto") == resolve_device("cuda")
     assert resolve_device("cuda:1") == torch.device("cuda", 1) == resolve_device(1)
-    with pytest.raises(BigModelError, match=r"^cuda:3 does not exist; this machine has 2 CUDA devices \(cuda:0, cuda:1\)\.$"):
+    with pytest.raises(BigModelError, match=r"^cuda:3 does not exist; "
+                                            r"this machine has 2 CUDA devices \(cuda:0, cuda:1\)\.$"):
         resolve_device("cuda:3")
     assert set_default_device("cuda:1") == torch.device("cuda", 1) == default_device()
     fake_cuda(monkeypatch, gpus=(H100,))
@@ -160,7 +168,8 @@ def test_fake_cuda_amp(monkeypatch):
     fp16 = resolve_amp("auto", t4)
     assert fp16 == AmpPolicy(torch.float16, True) and fp16.name == "fp16"  # fp16 always with a GradScaler
     assert resolve_amp("fp16", torch.device("cuda", 0)).use_scaler
-    with pytest.raises(BigModelError, match=r"^bf16 autocast is not supported on cuda:1 \(Tesla T4, compute capability 7\.5\); use --amp fp16 or off\.$"):
+    with pytest.raises(BigModelError, match=r"^bf16 autocast is not supported on cuda:1 "
+                                            r"\(Tesla T4, compute capability 7\.5\); use --amp fp16 or off\.$"):
         resolve_amp("bf16", t4)
     assert resolve_amp("off", t4).dtype is None
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError, load_dataset
 from bigmodel_nb.api import fit
+from bigmodel_nb.engine import BigModelError, load_dataset
 from bigmodel_nb.engine.core.forward import forward_loss, resolve_loss, takes_targets
 from bigmodel_nb.engine.core.metrics import evaluate_model
 

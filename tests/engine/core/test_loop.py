@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError, load_dataset
 from bigmodel_nb.api import fit
-from bigmodel_nb.engine.data import epoch_order
+from bigmodel_nb.engine import BigModelError, load_dataset
 from bigmodel_nb.engine.core.callbacks import Callback
+from bigmodel_nb.engine.data import epoch_order
 
 
 def mlp(seed=0, hidden=64, out=10):

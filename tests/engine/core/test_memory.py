@@ -52,7 +52,7 @@ def test_activation_checkpointing_stores_less_and_leaves_gradients_unchanged():
             assert "2 blocks" in memory.enable_activation_checkpointing(model)
         numel = [0]
 
-        def pack(t):  # every tensor autograd keeps for the backward pass
+        def pack(t, numel=numel):  # every tensor autograd keeps for the backward pass
             numel[0] += t.numel()
             return t
 
@@ -155,10 +155,12 @@ def test_mfu_uses_nanogpts_flops_per_token_and_the_gpu_table(monkeypatch):
     assert flops.mfu(model, 1e6, 16, torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     assert flops.peak_flops(torch.device("cuda")) == 989e12
-    assert flops.mfu(model, 1e9, 16, torch.device("cuda")) == pytest.approx(flops.flops_per_token(model, 16) * 1e9 / 989e12)
+    assert flops.mfu(model, 1e9, 16, torch.device("cuda")) == pytest.approx(
+        flops.flops_per_token(model, 16) * 1e9 / 989e12)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     assert flops.peak_flops(torch.device("cuda")) == 756e12
     # Whole words of the name: an L40 is not an L4, an A10G is not an A10, an H200 NVL is not an H200 SXM.
     names = {"NVIDIA L40": 181e12, "NVIDIA L4": 121e12, "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA H200 NVL": 835e12,
-             "NVIDIA H200": 989e12, "Tesla V100-SXM2-16GB": 125e12, "NVIDIA A10G": None, "NVIDIA GeForce RTX 4090": None}
+             "NVIDIA H200": 989e12, "Tesla V100-SXM2-16GB": 125e12, "NVIDIA A10G": None,
+             "NVIDIA GeForce RTX 4090": None}
     assert {name: flops.peak_flops_of(name) for name in names} == names

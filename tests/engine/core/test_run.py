@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError, Run, TrainConfig, load_weights
 from bigmodel_nb.api import fit
+from bigmodel_nb.engine import BigModelError, Run, TrainConfig, load_weights
 from bigmodel_nb.engine.core.callbacks import Callback
 
 

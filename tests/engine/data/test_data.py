@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from bigmodel_nb.engine.core.errors import BigModelError
 from bigmodel_nb.engine.data import DATASETS, TASKS, DataBundle, Split, as_bundle, epoch_order, load_dataset
 from bigmodel_nb.engine.data.builtin import digits_array
-from bigmodel_nb.engine.core.errors import BigModelError
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def test_splits_deterministic_and_disjoint(digits):
 
 def test_spirals_and_sine():
     s = load_dataset("spirals")
-    assert (s.task, s.num_classes, s.input_shape, len(s.train) + len(s.val) + len(s.test)) == ("classification", 3, (2,), 1500)
+    assert ((s.task, s.num_classes, s.input_shape, len(s.train) + len(s.val) + len(s.test))
+            == ("classification", 3, (2,), 1500))
     X, y = s.train.tensors()
     assert X.dtype == torch.float32 and y.dtype == torch.int64 and set(y.tolist()) == {0, 1, 2}
     assert X.norm(dim=1).max() < 2  # radius <= 1 plus nothing else
@@ -103,13 +104,17 @@ def test_spirals_and_sine():
 
 
 def test_load_dataset_errors():
-    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: digits, fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare \(did you mean 'digits'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: digits, fashion-mnist, mnist, "
+                                            r"python-stdlib, sine, spirals, tiny-shakespeare "
+                                            r"\(did you mean 'digits'\?\)\.$"):
         load_dataset("digit")
-    with pytest.raises(BigModelError, match=r"^Unknown option 'noize' for dataset 'sine'; its options are: n, noise \(did you mean 'noise'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown option 'noize' for dataset 'sine'; "
+                                            r"its options are: n, noise \(did you mean 'noise'\?\)\.$"):
         load_dataset("sine", noize=0.3)
     with pytest.raises(BigModelError, match="spirals needs classes >= 2"):
         load_dataset("spirals", classes=1)
-    assert set(DATASETS) == {"digits", "spirals", "sine", "mnist", "fashion-mnist", "python-stdlib", "tiny-shakespeare"} and "language-model" in TASKS
+    assert set(DATASETS) == {"digits", "spirals", "sine", "mnist", "fashion-mnist", "python-stdlib",
+                             "tiny-shakespeare"} and "language-model" in TASKS
 
 
 # -- batches ----------------------------------------------------------------------------------------
@@ -238,14 +243,17 @@ def test_dict_of_mixed_splits():
 def test_adapter_errors():
     with pytest.raises(BigModelError, match=r"^X has 100 samples but y has 90; they must match\.$"):
         as_bundle((torch.randn(100, 2), torch.zeros(90)))
-    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: digits, fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare\), "
-                                            r"an \(X, y\) tuple, a Dataset, a DataLoader or a dict with train/val/test\.$"):
+    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: digits, "
+                                            r"fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare\), "
+                                            r"an \(X, y\) tuple, a Dataset, a DataLoader "
+                                            r"or a dict with train/val/test\.$"):
         as_bundle(42)
     with pytest.raises(BigModelError, match=r"^Unknown dataset 'spiral'.*did you mean 'spirals'"):
         as_bundle("spiral")
     with pytest.raises(BigModelError, match=r"^An \(X, y\) tuple needs 2 items but this one has 3"):
         as_bundle((torch.zeros(3), torch.zeros(3), torch.zeros(3)))
-    with pytest.raises(BigModelError, match=r"^Unknown key 'valid' in the data dict; use train, val and test \(did you mean 'val'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown key 'valid' in the data dict; use train, val and test "
+                                            r"\(did you mean 'val'\?\)\.$"):
         as_bundle({"train": (torch.zeros(3, 1), torch.zeros(3)), "valid": None})
     with pytest.raises(BigModelError, match="has no 'train' entry"):
         as_bundle({"val": (torch.zeros(3, 1), torch.zeros(3))})

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from bigmodel_nb.api import fit
-from bigmodel_nb.engine.data import DATASETS, load_dataset
 from bigmodel_nb.engine.core.errors import BigModelError
+from bigmodel_nb.engine.data import DATASETS, load_dataset
 from bigmodel_nb.engine.data.images import FASHION_CLASSES, IDX_FILES, read_idx
 
 N_TRAIN, N_TEST = 50, 20
@@ -139,7 +139,8 @@ def test_limit_uses_the_first_training_images(server, arrays):
     for bad in (1, 0, "5", True, 2.5):
         with pytest.raises(BigModelError, match=r"^limit must be an integer of at least 2 .*; got "):
             load_dataset("mnist", limit=bad)
-    with pytest.raises(BigModelError, match=r"^Unknown option 'limt' for dataset 'mnist'; its options are: limit \(did you mean 'limit'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown option 'limt' for dataset 'mnist'; "
+                                            r"its options are: limit \(did you mean 'limit'\?\)\.$"):
         load_dataset("mnist", limt=5)
 
 
@@ -147,7 +148,8 @@ def test_fashion_mnist_has_its_own_files_cache_and_class_names(server, tmp_path)
     requests, _ = server
     data = load_dataset("fashion_mnist")  # underscores are accepted as in every dataset name
     assert sorted(requests) == sorted(f"/fashion/{f}" for f in IDX_FILES)
-    assert (tmp_path / "cache" / "fashion-mnist" / IDX_FILES[0]).is_file() and not (tmp_path / "cache" / "mnist").exists()
+    assert ((tmp_path / "cache" / "fashion-mnist" / IDX_FILES[0]).is_file()
+            and not (tmp_path / "cache" / "mnist").exists())
     assert data.name == "fashion-mnist" and data.info["class_names"] == FASHION_CLASSES
     assert FASHION_CLASSES[0] == "T-shirt/top" and FASHION_CLASSES[9] == "Ankle boot"
     assert "Fashion-MNIST" in data.info["source"] and data.info["description"] == DATASETS["fashion-mnist"]
@@ -179,14 +181,16 @@ def test_a_truncated_or_corrupt_file_is_a_one_sentence_error(tmp_path, monkeypat
     message = str(err.value)
     assert message.startswith(f"The file {path} is truncated or corrupt (") and why in message, message
     assert message.endswith("; delete it so that it is downloaded again.") and one_sentence(message)
-    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)  # no gzip traceback
+    # no gzip traceback
+    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
 
 
 def test_mismatched_files_are_clear(tmp_path, monkeypatch, arrays):
     monkeypatch.setenv("BIGMODEL_NB_CACHE", str(tmp_path))
     train_x, train_y, test_x, test_y = arrays
     write_idx(tmp_path / "mnist", (train_x, train_y[:40], test_x, test_y))
-    with pytest.raises(BigModelError, match=r"train-labels-idx1-ubyte.gz is truncated or corrupt \(it has 40 labels for 50 images"):
+    with pytest.raises(BigModelError, match=r"train-labels-idx1-ubyte.gz is truncated or corrupt "
+                                            r"\(it has 40 labels for 50 images"):
         load_dataset("mnist")
     write_idx(tmp_path / "mnist", (train_x[:, :27, :27], train_y, test_x, test_y))
     with pytest.raises(BigModelError, match=r"its images are 27×27, not 28×28"):
@@ -205,7 +209,8 @@ def test_without_network_is_a_quick_clear_error(tmp_path, monkeypatch):
         load_dataset("mnist")
     assert time.perf_counter() - t0 < 15
     message, folder = str(err.value), tmp_path / "mnist"
-    assert message.startswith(f"Could not download mnist from http://127.0.0.1:{port}/mnist/ (") and one_sentence(message)
+    assert (message.startswith(f"Could not download mnist from http://127.0.0.1:{port}/mnist/ (")
+            and one_sentence(message))
     assert message.endswith(f"; check the network, or put the four IDX files ({', '.join(IDX_FILES)}) in {folder}.")
     assert "refused" in message.lower() or "errno" in message.lower(), message
     assert not list(folder.glob("*"))  # nothing half-written that would look like a download

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bigmodel_nb.api import fit
-from bigmodel_nb.engine.data import DATASETS, load_dataset
 from bigmodel_nb.engine.core.errors import BigModelError
+from bigmodel_nb.engine.data import DATASETS, load_dataset
 from bigmodel_nb.engine.data.text import PRINTABLE_ASCII, CharTokenizer, stdlib_source, windows
 from bigmodel_nb.models import GPT, GPTConfig
 
@@ -140,7 +140,8 @@ def test_tiny_shakespeare_without_network_is_a_quick_clear_error(tmp_path, monke
     monkeypatch.setenv("BIGMODEL_NB_CACHE", str(tmp_path))
     monkeypatch.setenv("BIGMODEL_NB_TINY_SHAKESPEARE_URL", f"http://127.0.0.1:{port}/input.txt")
     t0 = time.perf_counter()
-    with pytest.raises(BigModelError, match=r"Could not download tiny-shakespeare .*check the network or put input.txt in "
+    with pytest.raises(BigModelError, match=r"Could not download tiny-shakespeare .*check the network "
+                                            r"or put input.txt in "
                                             + str(tmp_path / "tiny-shakespeare")):
         load_dataset("tiny-shakespeare")
     assert time.perf_counter() - t0 < 5

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigmodel_nb.engine.inspect.attention import attention
 from bigmodel_nb.engine.core.errors import BigModelError
+from bigmodel_nb.engine.inspect.attention import attention
 
 
 def hooks_left(model) -> int:

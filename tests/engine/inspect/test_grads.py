@@ -12,9 +12,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from bigmodel_nb.engine import BigModelError, Callback, Run, TrainConfig, load_dataset
-from bigmodel_nb.engine.inspect.grads import GradientRecorder, GradientReport, diagnose, grads, select_layers
-from bigmodel_nb.engine.core.optim import make_optimizer
 from bigmodel_nb.engine.core.loop import Loop
+from bigmodel_nb.engine.core.optim import make_optimizer
+from bigmodel_nb.engine.inspect.grads import GradientRecorder, GradientReport, diagnose, grads, select_layers
 
 
 def deep_mlp(act, depth=10, width=64, norm=False):

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine import BigModelError
 from bigmodel_nb.api import fit
+from bigmodel_nb.engine import BigModelError
 from bigmodel_nb.engine.inspect.lr_find import lr_find
 
 

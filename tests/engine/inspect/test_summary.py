@@ -15,7 +15,6 @@ from bigmodel_nb.engine.core.optim import OPTIMIZERS
 from bigmodel_nb.engine.inspect.summary import OPTIMIZER_STATE_SLOTS, ModelSummary, summarize
 
 
-
 # -- models -----------------------------------------------------------------------------------
 def make_mlp():
     torch.manual_seed(0)
@@ -236,7 +235,8 @@ def test_gpt2_small_on_the_meta_device_is_summarized_quickly_without_weights():
     assert m["weights"] == 4 * 124_439_808 and m["optimizer_state"] == 8 * 124_439_808
     assert 1e9 < m["activations"] < 4e9  # 8 x 128 tokens: ~190 MB a sample, a third of it the fp32 logits
     assert 30e9 < s.flops_per_sample < 36e9  # ~2 x 124M x 128 tokens, plus attention
-    assert m["total_bytes"] == sum(m[k] for k in ("weights", "gradients", "optimizer_state", "activations", "workspace"))
+    assert m["total_bytes"] == sum(m[k] for k in
+                                   ("weights", "gradients", "optimizer_state", "activations", "workspace"))
 
 
 # -- leaving the model alone, and bad input ------------------------------------------------------

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 pytest.importorskip("ray.train", reason="Ray Train (the distributed extra) is not installed")
-from ray import cloudpickle  # noqa: E402  (the copy Ray uses)
 import ray  # noqa: E402
+from ray import cloudpickle  # noqa: E402  (the copy Ray uses)
 
 from bigmodel_nb.engine import BigModelError, Run, TrainConfig, load_dataset  # noqa: E402
-from bigmodel_nb.engine.scale.distributed import DistributedRun  # noqa: E402
 from bigmodel_nb.engine.core.callbacks import Callback  # noqa: E402
+from bigmodel_nb.engine.scale.distributed import DistributedRun  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
 

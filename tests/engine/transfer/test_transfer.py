@@ -5,16 +5,27 @@ import pytest
 import torch
 from torch import nn
 
-from bigmodel_nb.engine import load_dataset
 from bigmodel_nb.api import fit
+from bigmodel_nb.engine import Callback, TrainConfig, load_dataset
 from bigmodel_nb.engine.core.checkpoint import save_weights
 from bigmodel_nb.engine.core.errors import BigModelError
 from bigmodel_nb.engine.core.run import Run
-from bigmodel_nb.engine import Callback, TrainConfig
-export_module = importlib.import_module("bigmodel_nb.engine.transfer.export")  # the module, not the function
-from bigmodel_nb.engine.transfer import (FreezeResult, Unfreeze, class_subset, export, find_head, freeze, load_from,
-                                         prepare, replace_head, trainable_counts, unfreeze)
+from bigmodel_nb.engine.transfer import (
+    FreezeResult,
+    Unfreeze,
+    class_subset,
+    export,
+    find_head,
+    freeze,
+    load_from,
+    prepare,
+    replace_head,
+    trainable_counts,
+    unfreeze,
+)
 from bigmodel_nb.models import CNN, GPT, MLP, CNNConfig, GPTConfig, MLPConfig
+
+export_module = importlib.import_module("bigmodel_nb.engine.transfer.export")  # the module, not the function
 
 
 def cnn(num_classes=5, seed=0, channels=(8, 16)):
@@ -221,7 +232,8 @@ def test_freeze_patterns_globs_names_and_regexes():
     assert result.names == ["layers.0.linear.weight", "layers.0.linear.bias", "layers.1.linear.weight",
                             "layers.1.linear.bias"]
     assert result.modules == ["layers.0.linear", "layers.1.linear"]
-    assert (result.trainable, result.frozen) == trainable_counts(model) == (32 * 32 + 32 + 330, 64 * 32 + 32 + 32 * 32 + 32)
+    assert ((result.trainable, result.frozen) == trainable_counts(model)
+            == (32 * 32 + 32 + 330, 64 * 32 + 32 + 32 * 32 + 32))
     assert "Froze 4 tensors" in result.summary()
     assert unfreeze(model) and trainable_counts(model)[1] == 0
     assert freeze(model, "^layers\\.[01]\\.").names == result.names
@@ -302,7 +314,8 @@ def test_unfreeze_after_trains_the_frozen_layers_from_then_on(optimizer, caplog)
     assert same(snaps.at[1], start) and same(snaps.at[2], start)  # frozen: bit-identical
     assert not same(snaps.at[3], start) and not same(snaps.at[4], snaps.at[3])  # trained once thawed
     assert all(not torch.equal(snaps.at[3][k], start[k]) for k in start)
-    assert unfreeze_cb.at == {"epoch": 3, "step": 2 * 20, "added_to_optimizer": 6 if optimizer == "trainable only" else 0}
+    assert unfreeze_cb.at == {"epoch": 3, "step": 2 * 20,
+                              "added_to_optimizer": 6 if optimizer == "trainable only" else 0}
     assert trainable_counts(model)[1] == 0 and "Unfroze 6 tensors at epoch 3" in caplog.text
     lrs = {g["lr"] for g in opt.param_groups}
     assert len(lrs) == 1  # an added group follows the schedule with the first one
