@@ -56,10 +56,15 @@ class MagicsBase(Magics):
                              f"or pass the name of your {what}.")
         return self.shell.user_ns[name]
 
-    def _data(self, spec: str | None):
-        """A data flag: a notebook variable or a built-in dataset name."""
+    def _data(self, spec: str | None, target: str | None = None):
+        """A data flag: a notebook variable or a built-in dataset name; `target` (--target COLUMN) names the
+        label column of a pandas frame or a Hugging Face dataset."""
         from .engine.data import DATASETS
 
+        if target is not None:
+            from .engine.core.adapters import as_bundle
+
+            return as_bundle(self._data(spec), target=target)
         ns = self.shell.user_ns
         if spec is None:
             raise UsageError("No data to train on; pass --data digits (or another built-in: "
@@ -81,7 +86,10 @@ class BigModelMagics(MagicsBase):
               help="Model variable (line form: %%train MODEL).")
     @argument("--model", type=variable_name, default=None, help="Model variable name (default: model).")
     @argument("--data", type=variable_name, default=None,
-              help="Built-in dataset name or a variable: DataBundle, (X, y), Dataset, DataLoader, dict.")
+              help="Built-in dataset name or a variable: DataBundle, (X, y), DataFrame, Dataset, DataLoader, "
+                   "Hugging Face dataset, dict.")
+    @argument("--target", default=None, metavar="COLUMN",
+              help="With --data a pandas DataFrame or Hugging Face dataset: the label column.")
     @argument("--epochs", type=whole_number, default=None, help="Epochs (default 10).")
     @argument("--steps", type=whole_number, default=None, help="Total optimizer steps (instead of epochs).")
     @argument("--batch-size", type=batch_size_value, default=64,
@@ -155,7 +163,7 @@ class BigModelMagics(MagicsBase):
         if "train_data" in defined:
             data = {k.removesuffix("_data"): v for k, v in defined.items() if k.endswith("_data")}
         else:
-            data = self._data(args.data)
+            data = self._data(args.data, args.target)
 
         optimizer = defined.get("optimizer")
         if optimizer is not None and args.new_head is not None:

@@ -72,3 +72,43 @@ def file_server():
     for httpd in servers:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def dict_items():
+    """A torch Dataset class whose items are dicts, as Hugging Face-style code writes them."""
+    import torch
+    from torch.utils.data import Dataset
+
+    class DictItems(Dataset):
+        """A torch Dataset whose items are dicts, as Hugging Face-style code writes them."""
+
+        def __init__(self, n=64):
+            g = torch.Generator().manual_seed(1)
+            self.ids, self.labels = torch.randint(0, 20, (n, 6), generator=g), torch.randint(0, 2, (n,), generator=g)
+
+        def __len__(self):
+            return len(self.ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": self.ids[i], "label": self.labels[i]}
+
+    return DictItems
+
+
+@pytest.fixture
+def keyword_model():
+    """A model class that takes keyword inputs and returns a dict, as Hugging Face models do."""
+    from torch import nn
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.EmbeddingBag(20, 8), nn.Linear(8, 2)
+
+        def forward(self, input_ids, labels=None):
+            logits = self.head(self.embed(input_ids))
+            return {"logits": logits} if labels is None else {"logits": logits,
+                                                              "loss": nn.functional.cross_entropy(logits, labels)}
+
+    return Bag

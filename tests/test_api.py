@@ -69,3 +69,14 @@ def test_every_run_of_the_session_is_registered_and_held_weakly():
 def test_the_package_reexports_the_front_door():
     assert bigmodel_nb.train is bigmodel_nb.api.train and bigmodel_nb.compress is compress
     assert bigmodel_nb.fit is fit
+
+
+def test_every_twin_takes_dict_batch_data(dict_items, keyword_model):
+    data = dict_items(96)  # dict items, a model that takes keywords and returns a dict with its own loss
+    assert bigmodel_nb.grads(keyword_model(), data, steps=3, show=False).norms
+    assert len(bigmodel_nb.lr_find(keyword_model(), data, steps=12, show=False).lrs) >= 10
+    assert compare_optimizers(keyword_model(), data, ["sgd", "adam"], epochs=1, show=False).mode == "sequential"
+    stages = compress(keyword_model(), data, prune=0.5, quantize="int8", show=False, latency_repeats=1).stages
+    assert [s["stage"] for s in stages] == ["original", "prune 50% unstructured (layer)", "quantize int8"]
+    assert all(s["accuracy"] is not None and s["latency_ms"] > 0 for s in stages)
+    assert bigmodel_nb.summary(keyword_model(), (6,), show=False).total_params == 20 * 8 + 8 * 2 + 2

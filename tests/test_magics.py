@@ -166,3 +166,16 @@ def test_compare_optimizers_on_a_test_function(ip, capsys):
         ip.run_line_magic("compare_optimizers", "--function rosenbrok")
     with pytest.raises(UsageError, match="--start must be two numbers"):
         ip.run_line_magic("compare_optimizers", "--function rosenbrock --start 1")
+
+
+def test_a_pandas_frame_with_its_target_column(ip):
+    ip.run_cell("import pandas as pd\nfrom sklearn.datasets import load_breast_cancer\n"
+                "df = load_breast_cancer(as_frame=True).frame\n"
+                "df[df.columns[:-1]] = (df[df.columns[:-1]] - df[df.columns[:-1]].mean()) / df[df.columns[:-1]].std()")
+    ip.run_cell_magic("train", "--data df --target target --epochs 10 --lr 1e-2 --seed 0 --quiet",
+                      "model = nn.Linear(30, 1)")
+    run = ip.user_ns["run"]
+    assert run.status == "completed" and run.config.loss == "bce" and run.evaluate("test")["accuracy"] > 0.9
+    with pytest.raises(UsageError, match=r"No column 'label' in the data"):
+        ip.run_cell_magic("train", "--data df --target label --quiet", "model = nn.Linear(30, 1)")
+    ip.user_ns.pop("df")

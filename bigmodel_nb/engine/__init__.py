@@ -5,7 +5,8 @@ build on it. Importing the engine registers the built-in datasets and the memory
     from bigmodel_nb.engine import Run, TrainConfig; Run(model, "digits", TrainConfig(epochs=3)).run_here()
 """
 from . import data  # noqa: F401  (registers the built-in datasets with the core)
-from .core.batches import DATASETS, DataBundle, as_bundle, load_dataset
+from .core.adapters import as_bundle
+from .core.batches import DATASETS, DataBundle, load_dataset
 from .core.callbacks import Callback, CallbackList
 from .core.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from .core.config import TrainConfig

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from ..core.batches import as_bundle
+from ..core.adapters import as_bundle
 from ..core.callbacks import Callback, CallbackList
 from ..core.config import TrainConfig, plan
 from ..core.device import resolve_amp, resolve_device
@@ -106,11 +106,12 @@ class OptimizerComparison:
         self.device = resolve_device(device)
         self.config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, seed=seed,
                                   log_every=log_every, device=str(self.device), amp="off")
-        preflight(model, self.data, self.config, self.device, resolve_amp("off", self.device))
+        logits = preflight(model, self.data, self.config, self.device, resolve_amp("off", self.device))
         self.lrs = parse_lrs(lr, names)
         self.target, self.mode = target, mode
         self.callbacks = CallbackList(callbacks)  # dashboards subscribe here
-        self.loss_fn = resolve_loss(None, self.data.task)
+        self.binary = self.data.task == "classification" and len(logits) == 2 and logits[-1] == 1
+        self.loss_fn = F.binary_cross_entropy_with_logits if self.binary else resolve_loss(None, self.data.task)
         self._stop = threading.Event()
         self.status = "created"
         self.step = 0
@@ -168,6 +169,10 @@ class OptimizerComparison:
         """Why the copies should not train together here, or None."""
         if takes_targets(self.model):
             return "the model computes its own loss"
+        if isinstance(self.data.train.X, dict) or not self.data.train.in_memory:
+            return "the batches are dicts or stream from a DataLoader"
+        if self.loss_fn is not F.cross_entropy and self.loss_fn is not F.mse_loss:
+            return "the stacked step handles cross-entropy and MSE only"
         for module in self.model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 return "BatchNorm keeps running statistics per copy"

@@ -20,17 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import BigModelError, describe_exception
+from ..core.forward import read_output
 
 
 def logits_of(out) -> torch.Tensor:
-    """The logits in whatever a model returns: a tensor, ``(logits, loss)``, or an object with ``.logits``."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    elif hasattr(out, "logits"):
-        out = out.logits
-    if not torch.is_tensor(out):
-        raise BigModelError(f"The model returned {type(out).__name__}, not logits; return a tensor or (logits, loss).")
-    return out
+    """The logits in whatever a model returns: a tensor, a tuple, a dict or a Hugging Face output."""
+    return read_output(out)[0]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,

@@ -31,14 +31,14 @@ The engine never prints; the UI (`ui.compress`) draws the report.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..core.batches import as_bundle
+from ..core.adapters import as_bundle
 from ..core.callbacks import Callback, CallbackList
 from ..core.config import TrainConfig
 from ..core.errors import BigModelError, describe_exception
@@ -360,6 +360,11 @@ def _check_plan(model, steps, bundle, x_time, device, temperature, alpha) -> Non
         if isinstance(step, (Prune, Finetune)) and quantized:
             raise BigModelError(f"{step.kind} needs float weights but the model is quantized ({quantized}) by then; "
                                 "put --quantize last.")
+        if isinstance(step, (Distill, Prune)) and isinstance(x_time, Mapping) and (
+                isinstance(step, Distill) or step.structured):
+            raise BigModelError(f"{'Distillation' if isinstance(step, Distill) else 'Structured pruning'} takes "
+                                "(inputs, targets) batches, and this data gives dicts; use unstructured --prune, "
+                                "--finetune or --quantize here, or pass (X, y).")
         if isinstance(step, Prune) and step.structured:
             torch_pruning()
             if x_time is None:

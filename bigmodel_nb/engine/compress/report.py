@@ -16,6 +16,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from ..core import checkpoint as ckpt
+from ..core.batches import LABEL_KEYS
 from ..core.errors import BigModelError
 from ..core.forward import resolve_loss
 from ..core.metrics import evaluate_model
@@ -98,7 +100,7 @@ class StageMeter:
         self.threads = t = torch.get_num_threads()
         self.base: dict = {}
         self.notes = [
-            f"latency: median of timed forward passes (no_grad) after 3 warm-up runs, batch {self.x.shape[0]}, "
+            f"latency: median of timed forward passes (no_grad) after 3 warm-up runs, batch {_first(self.x).shape[0]}, "
             f"{t} CPU thread{'s' if t != 1 else ''}, on {device}; shared machines are noisy — "
             "compare ratios within one report"
             if self.x is not None else "latency not measured: pass data or example= (an input batch)",
@@ -126,7 +128,7 @@ class StageMeter:
         return {"stage": label, "params": params, "nonzero": nonzero, "size_bytes": size, "format": fmt,
                 "size_ratio": self.base["size"] / size, "latency_ms": ms,
                 "speedup": None if ms is None or not self.base["ms"] else self.base["ms"] / ms,
-                "batch": None if self.x is None else int(self.x.shape[0]), "threads": self.threads,
+                "batch": None if self.x is None else int(_first(self.x).shape[0]), "threads": self.threads,
                 "accuracy": accuracy, "loss": loss, "real": bool(real), "note": note}
 
 
@@ -138,10 +140,10 @@ class CastInputs(nn.Module):
         super().__init__()
         self.inner, self.dtype = model, dtype
 
-    def forward(self, x, *rest):
-        if torch.is_tensor(x) and x.is_floating_point():
-            x = x.to(self.dtype)
-        return logits_of(self.inner(x)).float()
+    def forward(self, *args, **kwargs):
+        cast = [a.to(self.dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        named = {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in kwargs.items()}
+        return logits_of(self.inner(*cast, **named)).float()
 
 
 def _timing_input(bundle, example, latency_batch, device):
@@ -152,8 +154,15 @@ def _timing_input(bundle, example, latency_batch, device):
     if bundle is None:
         return None
     split = next(s for s in (bundle.test, bundle.val, bundle.train) if s is not None and len(s))
-    x, _ = next(iter(split.batches(latency_batch, device)))
-    return x
+    batch = next(iter(split.batches(latency_batch, device)))
+    if isinstance(batch, Mapping):  # the model's inputs: timing measures the forward pass, not the loss
+        return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+    return batch[0]
+
+
+def _first(x) -> torch.Tensor:
+    """The timing input's first tensor (it is a tensor, or a dict of the model's keyword inputs)."""
+    return next(iter(x.values())) if isinstance(x, Mapping) else x
 
 
 def _eval_split(bundle):
@@ -182,16 +191,17 @@ def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repea
 
     Example: ``ms, n = measure_latency(model.eval(), torch.randn(64, 64))``
     """
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    forward = (lambda: model(**x)) if isinstance(x, Mapping) else (lambda: model(x))  # a dict batch: model(**x)
+    sync = torch.cuda.synchronize if _first(x).device.type == "cuda" else (lambda: None)
     times: list[float] = []
     with torch.no_grad():
         for _ in range(warmup):
-            model(x)
+            forward()
         sync()
         end = time.perf_counter() + budget_s
         while True:
             t0 = time.perf_counter()
-            model(x)
+            forward()
             sync()
             times.append(time.perf_counter() - t0)
             if repeats is not None:

@@ -4,7 +4,8 @@ the event bus (`Callback`, `CallbackList`), the metrics seam (`Metrics`), the ba
 
     run = Run(model, "digits", TrainConfig(epochs=3)).run_here()
 """
-from .batches import DATASETS, DataBundle, Split, as_bundle, load_dataset, register_dataset
+from .adapters import as_bundle
+from .batches import DATASETS, DataBundle, Split, load_dataset, register_dataset
 from .callbacks import Callback, CallbackList
 from .config import TrainConfig
 from .errors import BigModelError

@@ -1,9 +1,14 @@
-"""The batch protocol: `Split` and `DataBundle`, the adapters that turn whatever a user has into a
-`DataBundle`, and the registry of named datasets (`engine.data` registers the built-ins).
+"""The batch protocol. A batch is ``(inputs, targets)``, or a dict of tensors — the Hugging Face
+convention: the model is called as ``model(**batch)`` and the targets are its ``labels`` (or ``label``).
+A `Split` holds one split, a `DataBundle` the three with what a model needs to know, and a registry
+maps dataset names to their loaders (`engine.data` registers the built-ins). `engine.core.adapters`
+turns what users have into these.
 
-Small data lives as two tensors that are copied to the training device once and batched there
-by index, with no DataLoader in the way; big or lazy data streams through a DataLoader. The
-shuffle order of an epoch depends only on (seed, epoch), so a resumed run replays it exactly.
+Small data lives as tensors (or a dict of tensors) that are copied to the training device once and
+batched there by index, with no DataLoader in the way; big or lazy data streams through a DataLoader.
+The shuffle order of an epoch depends only on (seed, epoch), so a resumed run replays it exactly.
+
+    for batch in load_dataset("digits").train.batches(64, "cpu", shuffle=True, seed=0, epoch=1): ...
 """
 from __future__ import annotations
 
@@ -11,22 +16,18 @@ import difflib
 import inspect
 import itertools
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset, random_split
+from torch.utils.data import DataLoader, IterableDataset
 
 from .errors import BigModelError
 
 TASKS = ("classification", "regression", "language-model")
-# A Dataset is copied into memory (the fast path) only if it is this small, cheap to read and
-# gives the same item twice (so random augmentation is never frozen into one copy).
-_MEMORY_MAX_ITEMS = 200_000
-_MEMORY_MAX_BYTES = 1 << 30
-_MEMORY_MAX_SECONDS = 10.0
+LABEL_KEYS = ("labels", "label")  # where a dict batch keeps its targets (Hugging Face: labels)
+IGNORE_INDEX = -100  # a token target to leave out of the loss and the metrics, as Hugging Face does
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -38,33 +39,98 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+# -- one batch ---------------------------------------------------------------------------------------
+def targets_of(batch) -> torch.Tensor | None:
+    """The targets of a batch: the second item of a pair, or a dict's ``labels`` / ``label`` (or None)."""
+    if isinstance(batch, Mapping):
+        return next((batch[k] for k in LABEL_KEYS if k in batch), None)
+    return batch[1]
+
+
+def batch_len(batch) -> int:
+    """Samples in a batch (the first dimension of its first tensor). Example: ``batch_len((x, y)) == len(x)``"""
+    if isinstance(batch, Mapping):
+        return next(v.shape[0] for v in batch.values() if torch.is_tensor(v))
+    return batch[0].shape[0]
+
+
+def take(batch, index):
+    """Rows `index` (a slice or index tensor) of a batch, pair or dict alike. Example: ``take((x, y), slice(0, 8))``"""
+    if isinstance(batch, Mapping):
+        return {k: v[index] if torch.is_tensor(v) else v for k, v in batch.items()}
+    return tuple(t[index] for t in batch)
+
+
+def first_input(batch) -> torch.Tensor:
+    """The tensor that stands for a batch's inputs: x of a pair, a dict's ``input_ids`` (or its first tensor)."""
+    if isinstance(batch, Mapping):
+        if "input_ids" in batch:
+            return batch["input_ids"]
+        return next(v for k, v in batch.items() if torch.is_tensor(v) and k not in LABEL_KEYS)
+    return batch[0]
+
+
+def to_device(batch, device: torch.device, non_blocking: bool = False):
+    """A batch from a DataLoader, checked and on `device`: a pair of tensors or a dict of them."""
+    if isinstance(batch, Mapping):  # a dict, or a Hugging Face BatchEncoding
+        return {k: to_tensor(v, f"batch['{k}']").to(device, non_blocking=non_blocking) for k, v in batch.items()
+                if torch.is_tensor(v) or isinstance(v, (np.ndarray, list)) and _numeric(v)}
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise BigModelError("Each batch must be an (inputs, targets) pair or a dict with 'labels', but this data "
+                            f"gives a {type(batch).__name__}; make the Dataset's __getitem__ return (x, y) or a dict.")
+    return tuple(to_tensor(t, "a batch").to(device, non_blocking=non_blocking) for t in batch)
+
+
+def _numeric(values) -> bool:
+    try:
+        return np.asarray(values).dtype.kind in "biuf"
+    except (ValueError, TypeError):  # ragged lists
+        return False
+
+
 class Split:
-    """One split. Either in-memory tensors X, y (small data: moved to the training device ONCE,
-    cached per device, and batched there by index) or a torch Dataset/DataLoader (streamed through
-    a DataLoader, with pinned memory when the target device is cuda).
+    """One split. In memory: `X` a tensor or a dict of tensors (the columns of dict batches) and `y` the
+    targets (None when a dict `X` holds them as ``labels``), moved to the training device ONCE, cached
+    per device and batched there by index. Or a torch Dataset/DataLoader, streamed through a DataLoader
+    (pinned memory when the target device is cuda).
 
     Example: ``Split(torch.randn(100, 4), torch.randint(0, 3, (100,))).num_batches(32)  # 4``
     """
 
     def __init__(self, X=None, y=None, *, dataset=None, loader=None, num_workers: int = 0):
-        if sum(v is not None for v in (X, dataset, loader)) != 1 or (X is None) != (y is None):
-            raise BigModelError("A Split needs exactly one of: X and y, dataset=..., or loader=....")
+        pair_or_dict = X is not None and (y is not None or isinstance(X, Mapping))
+        if sum(v is not None for v in (X, dataset, loader)) != 1 or (X is not None and not pair_or_dict):
+            raise BigModelError("A Split needs exactly one of: X and y (or a dict X), dataset=..., or loader=....")
         if isinstance(dataset, IterableDataset):
             raise BigModelError("An IterableDataset has no indices to shuffle or split; "
                                 "wrap it in a DataLoader instead.")
         self.X = self.y = None
         self.dataset, self.loader, self.num_workers = dataset, loader, num_workers
-        self._cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[torch.device, tuple] = {}
         self._memory: Split | None = None  # a Dataset/DataLoader materialised by tensors()
-        if X is not None:
-            X, y = _tensor(X, "X"), _tensor(y, "y")
-            if len(X) != len(y):
-                raise BigModelError(f"X has {len(X)} samples but y has {len(y)}; they must match.")
-            self.X, self.y = X, (y if y.is_floating_point() else y.long())  # cross_entropy wants int64
+        if X is None:
+            return
+        if isinstance(X, Mapping):
+            X = {k: to_tensor(v, f"X['{k}']") for k, v in X.items()}
+            if y is not None:
+                X["labels"] = to_tensor(y, "y")
+            lengths = {k: len(v) for k, v in X.items()}
+            if len(set(lengths.values())) != 1:
+                raise BigModelError(f"The columns have different lengths ({lengths}); they must match.")
+            self.X = {k: (v.long() if k in LABEL_KEYS and not v.is_floating_point() else v) for k, v in X.items()}
+            return
+        X, y = to_tensor(X, "X"), to_tensor(y, "y")
+        if len(X) != len(y):
+            raise BigModelError(f"X has {len(X)} samples but y has {len(y)}; they must match.")
+        self.X, self.y = X, (y if y.is_floating_point() else y.long())  # cross_entropy wants int64
+
+    @property
+    def in_memory(self) -> bool:
+        return self.X is not None
 
     def __len__(self) -> int:
         if self.X is not None:
-            return len(self.X)
+            return len(next(iter(self.X.values()))) if isinstance(self.X, Mapping) else len(self.X)
         return _length(self.dataset if self.dataset is not None else self.loader.dataset)
 
     def __repr__(self) -> str:
@@ -78,7 +144,7 @@ class Split:
         return math.ceil(len(self) / _check_batch_size(batch_size))
 
     def batches(self, batch_size: int, device, *, shuffle: bool = False, seed: int = 0, epoch: int = 0, skip: int = 0):
-        """Yield (x, y) on `device`, skipping the first `skip` batches of the epoch's order.
+        """Yield batches (pairs or dicts) on `device`, skipping the first `skip` batches of the epoch's order.
 
         Example: ``for x, y in bundle.train.batches(64, "cpu", shuffle=True, seed=0, epoch=3): ...``
         A user DataLoader keeps its own order (shuffle/seed/epoch are ignored for it).
@@ -86,14 +152,19 @@ class Split:
         bs, device = _check_batch_size(batch_size), _normal(device)
         if self.loader is not None:  # non-blocking: from a loader's pinned memory the copy overlaps the compute
             for batch in itertools.islice(self.loader, skip, None):
-                yield _pair(batch, device, non_blocking=device.type == "cuda")
+                yield to_device(batch, device, non_blocking=device.type == "cuda")
             return
         n = len(self)
         # Drawn on the CPU and then moved, so CPU and GPU runs see the same order.
         order = epoch_order(n, seed, epoch) if shuffle else None
         if self.X is not None:
-            X, y = self._on(device)
+            whole = self._on(device)
             order = order.to(device) if order is not None else None
+            if isinstance(whole, Mapping):
+                for i in range(skip * bs, n, bs):
+                    yield take(whole, slice(i, i + bs) if order is None else order[i:i + bs])
+                return
+            X, y = whole
             for i in range(skip * bs, n, bs):  # slices are views; index gathers make the shuffled copy
                 yield (X[i:i + bs], y[i:i + bs]) if order is None else (X[order[i:i + bs]], y[order[i:i + bs]])
             return
@@ -101,22 +172,31 @@ class Split:
         pin = device.type == "cuda"  # pinned host memory lets the copy overlap the compute
         loader = DataLoader(self.dataset, batch_size=bs, sampler=indices, num_workers=self.num_workers, pin_memory=pin)
         for batch in loader:
-            yield _pair(batch, device, non_blocking=pin)
+            yield to_device(batch, device, non_blocking=pin)
 
-    def tensors(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split as (X, y), materialised once if it is a Dataset. Example: ``X, y = bundle.test.tensors()``"""
+    def tensors(self, device=None):
+        """The whole split in memory — ``(X, y)``, or a dict of columns — materialised once if it is a
+        Dataset. Example: ``X, y = bundle.test.tensors()``"""
         if self.X is None:
             if self._memory is None:
-                xs, ys = zip(*self.batches(1024, "cpu"))
-                self._memory = Split(torch.cat(xs), torch.cat(ys))
+                parts = list(self.batches(1024, "cpu"))
+                if isinstance(parts[0], Mapping):
+                    self._memory = Split({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+                else:
+                    self._memory = Split(torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]))
             return self._memory.tensors(device)
-        return (self.X, self.y) if device is None else self._on(_normal(device))
+        whole = self.X if isinstance(self.X, Mapping) else (self.X, self.y)
+        return whole if device is None else self._on(_normal(device))
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.X.device == device:
-            return self.X, self.y
+    def _on(self, device: torch.device):
+        here = next(iter(self.X.values())).device if isinstance(self.X, Mapping) else self.X.device
+        if here == device:
+            return self.X if isinstance(self.X, Mapping) else (self.X, self.y)
         if device not in self._cache:  # the one host-to-device copy of this split
-            self._cache[device] = (self.X.to(device), self.y.to(device))
+            if isinstance(self.X, Mapping):
+                self._cache[device] = {k: v.to(device) for k, v in self.X.items()}
+            else:
+                self._cache[device] = (self.X.to(device), self.y.to(device))
         return self._cache[device]
 
 
@@ -173,133 +253,25 @@ def load_dataset(name: str, *, seed: int = 0, flatten: bool = True, **options) -
     key = str(name).strip().lower().replace("_", "-")
     if key not in _LOADERS:
         raise BigModelError(f"Unknown dataset '{name}'; choose one of: "
-                            f"{', '.join(sorted(DATASETS))}{_did_you_mean(key, DATASETS)}.")
+                            f"{', '.join(sorted(DATASETS))}{did_you_mean(key, DATASETS)}.")
     allowed = [p for p in inspect.signature(_LOADERS[key]).parameters if p not in ("seed", "flatten")]
     for opt in options:
         if opt not in allowed:
             have = f"its options are: {', '.join(allowed)}" if allowed else "it takes no options"
-            raise BigModelError(f"Unknown option '{opt}' for dataset '{key}'; {have}{_did_you_mean(opt, allowed)}.")
+            raise BigModelError(f"Unknown option '{opt}' for dataset '{key}'; {have}{did_you_mean(opt, allowed)}.")
     return _LOADERS[key](seed=seed, flatten=flatten, **options)
-
-
-# -- adapters -----------------------------------------------------------------------------------
-def as_bundle(data, *, name: str = "data", task: str | None = None, val_fraction: float = 0.15,
-              test_fraction: float = 0.15, seed: int = 0) -> DataBundle:
-    """Whatever the user has — a dataset name, DataBundle, (X, y), Dataset, DataLoader or dict of splits — as a
-    DataBundle.
-
-    Example: ``as_bundle((X, y)).train  # 70% of the rows, chosen by a seeded permutation``
-    """
-    if isinstance(data, DataBundle):
-        return data
-    if isinstance(data, str):
-        return load_dataset(data, seed=seed)
-    fractions = (val_fraction, test_fraction)
-    if isinstance(data, dict):
-        for key in data:
-            if key not in ("train", "val", "test"):
-                raise BigModelError(f"Unknown key '{key}' in the data dict; use train, val and test"
-                                    f"{_did_you_mean(str(key), ('train', 'val', 'test'))}.")
-        if data.get("train") is None:
-            raise BigModelError("The data dict has no 'train' entry; give train (and optionally val and test).")
-        splits = {k: _to_split(v, f"data['{k}']") if v is not None else None for k, v in data.items()}
-    elif isinstance(data, (Split, DataLoader)):
-        splits = {"train": _to_split(data, "data")}
-    elif isinstance(data, Dataset) and not isinstance(data, IterableDataset):
-        parts = random_split(data, _sizes(len(data), *fractions), generator=torch.Generator().manual_seed(seed))
-        splits = {k: _dataset_split(p) if len(p) else None for k, p in zip(("train", "val", "test"), parts)}
-    elif _is_xy(data):
-        whole = Split(*data)  # validates lengths and converts dtypes once
-        order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed))
-        splits = {k: Split(whole.X[i], whole.y[i]) if len(i) else None
-                  for k, i in zip(("train", "val", "test"), order.split(_sizes(len(whole), *fractions)))}
-    else:
-        raise _unsupported(data)
-    return _bundle(name, splits, task)
-
-
-def _to_split(value, where: str) -> Split:
-    if isinstance(value, Split):
-        return value
-    if isinstance(value, DataLoader):
-        return Split(loader=value)
-    if isinstance(value, Dataset) and not isinstance(value, IterableDataset):
-        return _dataset_split(value)
-    if _is_xy(value):
-        return Split(*value)
-    raise _unsupported(value, where)
-
-
-def _dataset_split(ds: Dataset) -> Split:
-    """In memory when that is exact and cheap (see _MEMORY_*), else streamed through a DataLoader."""
-    if (view := _tensor_view(ds)) is not None:
-        return Split(*view)
-    try:
-        n = len(ds)
-        t0 = time.perf_counter()
-        a, b = ds[0], ds[0]
-        per_item = (time.perf_counter() - t0) / 2
-    except Exception:
-        return Split(dataset=ds)
-    fixed = (isinstance(a, (tuple, list)) and len(a) == 2 and torch.is_tensor(a[0])
-             and torch.equal(a[0], b[0]) and torch.equal(torch.as_tensor(a[1]), torch.as_tensor(b[1])))
-    small = n <= _MEMORY_MAX_ITEMS and per_item * n <= _MEMORY_MAX_SECONDS
-    if fixed and small and a[0].numel() * a[0].element_size() * n <= _MEMORY_MAX_BYTES:
-        return Split(*Split(dataset=ds).tensors())
-    return Split(dataset=ds)
-
-
-def _tensor_view(ds):
-    """(X, y) of a TensorDataset, or of a Subset of one, without reading items one by one."""
-    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
-        return ds.tensors
-    if isinstance(ds, Subset):
-        inner = _tensor_view(ds.dataset)
-        if inner is not None:
-            idx = torch.as_tensor(ds.indices, dtype=torch.long)
-            return inner[0][idx], inner[1][idx]
-    return None
-
-
-def _bundle(name: str, splits: dict, task: str | None) -> DataBundle:
-    train = splits["train"]
-    x, y = (train.X[:2], train.y[:2]) if train.X is not None else next(iter(train.batches(2, "cpu")))
-    if task is None:
-        task = ("regression" if y.is_floating_point() else
-                "language-model" if not x.is_floating_point() and y.dim() >= 2 and y.shape == x.shape else
-                "classification")
-    elif task not in TASKS:
-        raise BigModelError(f"Unknown task '{task}'; choose one of: {', '.join(TASKS)}{_did_you_mean(task, TASKS)}.")
-    num_classes = None
-    if task != "regression":
-        memory = [s for s in splits.values() if s is not None and s.X is not None and len(s)]
-        if memory:  # one more than the largest label (or token id) seen in any split
-            num_classes = 1 + max(int(t.max()) for s in memory
-                                  for t in ((s.y, s.X) if task == "language-model" else (s.y,)))
-        else:
-            num_classes = _declared_classes(train.dataset if train.dataset is not None else train.loader.dataset)
-    return DataBundle(name, train, splits.get("val"), splits.get("test"), task=task, num_classes=num_classes,
-                      input_shape=tuple(x.shape[1:]))
-
-
-def _declared_classes(ds) -> int | None:
-    """torchvision-style `classes` or `targets`, looking through Subset wrappers; None if unknown."""
-    while ds is not None and not hasattr(ds, "classes") and not hasattr(ds, "targets"):
-        ds = getattr(ds, "dataset", None)
-    if ds is None:
-        return None
-    return len(ds.classes) if hasattr(ds, "classes") else int(torch.as_tensor(ds.targets).max()) + 1
 
 
 # -- helpers ----------------------------------------------------------------------------------
 def split_arrays(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> list:
     """[(X, y)] for train/val/test: 70/15/15 by a seeded permutation."""
     order = rng.permutation(len(X))
-    n_train, n_val, _ = _sizes(len(X), 0.15, 0.15)
+    n_train, n_val, _ = sizes(len(X), 0.15, 0.15)
     return [(X[i], y[i]) for i in np.split(order, [n_train, n_train + n_val])]
 
 
-def _sizes(n: int, val_fraction: float, test_fraction: float) -> list[int]:
+def sizes(n: int, val_fraction: float, test_fraction: float) -> list[int]:
+    """[train, val, test] sample counts for these fractions of `n` (at least one to train on)."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise BigModelError(f"val_fraction and test_fraction must be in [0, 1) and sum to less than 1; "
                             f"got {val_fraction} and {test_fraction}.")
@@ -310,22 +282,28 @@ def _sizes(n: int, val_fraction: float, test_fraction: float) -> list[int]:
     return [n - n_val - n_test, n_val, n_test]
 
 
-def _tensor(a, what: str) -> torch.Tensor:
+def to_tensor(a, what: str) -> torch.Tensor:
+    """A tensor from a tensor, numpy array, list or pandas object: float64 becomes float32 (what models
+    are made of), booleans and other integers stay as they are. Example: ``to_tensor(df[["a", "b"]], "X")``"""
+    if hasattr(a, "select_dtypes"):  # a pandas DataFrame: say which columns are not numbers
+        text = [str(c) for c in a.select_dtypes(exclude=["number", "bool"]).columns]
+        if text:
+            raise BigModelError(f"The column{'s' if len(text) > 1 else ''} {', '.join(map(repr, text[:4]))} of {what} "
+                                "are not numbers; encode them first (e.g. pd.get_dummies(df)) or drop them.")
+    if hasattr(a, "to_numpy"):  # pandas DataFrame / Series
+        a = a.to_numpy()
     try:
-        t = a.detach() if torch.is_tensor(a) else torch.as_tensor(np.asarray(a))
+        if torch.is_tensor(a):
+            t = a.detach()
+        else:
+            arr = np.asarray(a)
+            t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())  # pandas gives read-only views
     except (TypeError, ValueError, RuntimeError):
         raise BigModelError(f"Cannot turn {what} (a {type(a).__name__}) into a tensor; "
                             "pass numbers as a tensor or numpy array.") from None
     if t.dim() == 0:
         raise BigModelError(f"{what} is a single number; it needs one row per sample.")
     return t.float() if t.dtype == torch.float64 else t  # models are float32; float64 inputs would not match them
-
-
-def _pair(batch, device: torch.device, non_blocking: bool = False):
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise BigModelError("Each batch must be an (inputs, targets) pair but this data gives a "
-                            f"{type(batch).__name__}; make the Dataset's __getitem__ return (x, y).")
-    return tuple(_tensor(t, "a batch").to(device, non_blocking=non_blocking) for t in batch)
 
 
 def _normal(device) -> torch.device:
@@ -352,19 +330,7 @@ def _check_batch_size(batch_size) -> int:
     return batch_size
 
 
-def _is_xy(data) -> bool:
-    if isinstance(data, tuple) and len(data) != 2:
-        raise BigModelError(f"An (X, y) tuple needs 2 items but this one has {len(data)}; pass (inputs, targets).")
-    return isinstance(data, (tuple, list)) and len(data) == 2 and all(
-        torch.is_tensor(v) or isinstance(v, (np.ndarray, list)) for v in data)
-
-
-def _unsupported(data, where: str = "data") -> BigModelError:
-    return BigModelError(f"Cannot use a {type(data).__name__} as {where}; pass a dataset name (one of: "
-                         f"{', '.join(sorted(DATASETS))}), an (X, y) tuple, a Dataset, a DataLoader "
-                         "or a dict with train/val/test.")
-
-
-def _did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `choices`, or ''."""
     hint = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{hint[0]}'?)" if hint else ""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import BigModelError
-from .forward import autocast, forward_loss, resolve_loss, takes_targets
+from .forward import autocast, batch_loss, resolve_loss, takes_targets
 
 _estimator: Callable | None = None  # summarize(model, input_shape, batch_size=, device=) -> ModelSummary
 
@@ -126,10 +126,10 @@ def auto_batch_size(model: torch.nn.Module, data, device: torch.device, amp=None
     buffers = {name: b.clone() for name, b in model.named_buffers()}
 
     def try_step(batch_size: int) -> None:
-        x, y = next(iter(data.train.batches(batch_size, device)))
+        batch = next(iter(data.train.batches(batch_size, device)))
         try:
             with autocast(device, amp):
-                _, loss_value = forward_loss(model, x, y, loss_fn, with_targets)
+                _, loss_value, _ = batch_loss(model, batch, loss_fn, with_targets)
             loss_value.backward()
         finally:
             model.zero_grad(set_to_none=True)

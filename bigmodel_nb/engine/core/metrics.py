@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .forward import autocast, forward_loss, takes_targets
+from .batches import IGNORE_INDEX, batch_len
+from .forward import autocast, batch_loss, takes_targets
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,14 @@ class Metric:
     values: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-ACCURACY = Metric("accuracy", lambda logits, y: logits.argmax(-1) == y)
+def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per target: the highest logit is the label — or, with one logit (binary), its sign is."""
+    if logits.shape[-1] == 1 and (logits.dim() == y.dim() + 1 or logits.shape == y.shape):
+        return (logits.squeeze(-1) > 0) == (y.reshape(logits.shape[:-1]) > 0.5)
+    return logits.argmax(-1) == y
+
+
+ACCURACY = Metric("accuracy", correct)
 FOLD = 32  # steps of metric values kept as tensors before they are summed into the running totals
 TASK_METRICS: dict[str, tuple[Metric, ...]] = {"classification": (ACCURACY,), "regression": (),
                                                 "language-model": ()}
@@ -46,52 +54,68 @@ class Metrics:
         self.loss = torch.zeros(shape, device=self.device)
         self.values = [torch.zeros(shape, device=self.device) for _ in self.metrics]
         self._hits: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # per metric, since the last fold
+        self._valid: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # token masks, since the last fold
+        self.valid = [torch.zeros(shape, device=self.device) for _ in self.metrics]  # counted tokens
         self.samples = 0
         self.counts = [0] * len(self.metrics)
         self.since = time.perf_counter()
         self.untimed = 0  # samples of a step outside the timing (the compiling one), left out of samples/s
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y, n: int | None = None) -> None:
-        """Add one batch: its mean `loss` (weighted by its `n` samples) and the metrics of `logits` against `y`."""
+        """Add one batch: its mean `loss` (weighted by its `n` samples) and the metrics of `logits` against `y`
+        (none when `y` is None: a model that computes its own loss from unlabelled dict batches)."""
         n = y.shape[0] if n is None else n
         self.loss.add_(loss.detach().float(), alpha=n)  # one kernel, no sync
         self.samples += n
-        if self.metrics:
-            logits = logits.detach()
-            for i, metric in enumerate(self.metrics):
-                hits = metric.values(logits, y)
+        if not self.metrics or y is None:
+            return
+        logits = logits.detach()
+        tokens = not y.is_floating_point() and y.dim() >= 2  # padding (-100) is left out, as Hugging Face does
+        for i, metric in enumerate(self.metrics):
+            hits = metric.values(logits, y)
+            if tokens:
+                valid = y != IGNORE_INDEX
+                self._hits[i].append(hits & valid)
+                self._valid[i].append(valid)
+            else:
                 self._hits[i].append(hits)  # summed in one go every FOLD steps: fewer kernels per step
                 self.counts[i] += hits.numel() if self.copies is None else hits[0].numel()
-            if len(self._hits[0]) >= FOLD:
-                self._fold()
+        if len(self._hits[0]) >= FOLD:
+            self._fold()
 
     def _fold(self) -> None:
         for i, hits in enumerate(self._hits):
             if hits:
-                both = torch.cat([h.reshape(-1) if self.copies is None else h.reshape(self.copies, -1) for h in hits],
-                                 dim=-1)
-                self.values[i] += both.sum(-1)
+                self.values[i] += self._sum(hits)
                 hits.clear()
+            if self._valid[i]:  # token metrics: their count is on the device too
+                self.valid[i] += self._sum(self._valid[i])
+                self._valid[i].clear()
+
+    def _sum(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        flat = [h.reshape(-1) if self.copies is None else h.reshape(self.copies, -1) for h in parts]
+        return torch.cat(flat, dim=-1).sum(-1)
 
     def sums(self) -> torch.Tensor:
-        """[loss·n, metric sums…, n, metric counts…] as one device tensor (one model, not copies)."""
+        """[loss·n, metric sums…, token counts…, n, metric counts…] as one device tensor (one model, not copies)."""
         self._fold()
         counts = torch.tensor([self.samples, *self.counts], dtype=torch.float32)
-        return torch.cat([torch.stack([self.loss.float(), *[v.float() for v in self.values]]),
-                          counts.to(self.device, non_blocking=True)])
+        return torch.cat([self._stacked(), counts.to(self.device, non_blocking=True)])
 
     def compute(self, sums: torch.Tensor | None = None):
         """``{"loss": …, <metric>: …}`` (one device read); a list of them with `copies`.
         `sums`: a `sums()` tensor, e.g. all-reduced over workers."""
         k = len(self.metrics)
         self._fold()
-        if sums is not None:
-            flat = sums.tolist()
-            return self._row(flat[0], flat[1:1 + k], flat[1 + k], flat[2 + k:])
-        head = torch.stack([self.loss.float(), *[v.float() for v in self.values]]).tolist()
-        if self.copies is None:
-            return self._row(head[0], head[1:], self.samples, self.counts)
-        return [self._row(head[0][c], [v[c] for v in head[1:]], self.samples, self.counts) for c in range(self.copies)]
+        flat = (sums if sums is not None else self._stacked()).tolist()
+        loss, values, tokens = flat[0], flat[1:1 + k], flat[1 + k:1 + 2 * k]
+        samples, counts = (flat[1 + 2 * k], flat[2 + 2 * k:]) if sums is not None else (self.samples, self.counts)
+        if self.copies is not None:
+            return [self._row(loss[c], [v[c] for v in values], samples, counts) for c in range(self.copies)]
+        return self._row(loss, values, samples, [c + t for c, t in zip(counts, tokens)])
+
+    def _stacked(self) -> torch.Tensor:
+        return torch.stack([self.loss.float(), *[v.float() for v in self.values], *[v.float() for v in self.valid]])
 
     def _row(self, loss: float, values, samples, counts) -> dict:
         row = {"loss": loss / max(1, samples)}
@@ -115,9 +139,9 @@ def evaluate_model(model, split, *, batch_size: int, device, loss_fn, task: str 
     metrics = Metrics(task, device)
     try:
         with torch.no_grad(), autocast(device, amp):
-            for x, y in split.batches(batch_size, device):
-                logits, loss = forward_loss(model, x, y, loss_fn, with_targets)
-                metrics.update(loss, logits, y, x.shape[0])
+            for batch in split.batches(batch_size, device):
+                logits, loss, y = batch_loss(model, batch, loss_fn, with_targets)
+                metrics.update(loss, logits, y, batch_len(batch))
     finally:
         model.train(was_training)
     return metrics.compute()

@@ -2,6 +2,7 @@
 thread (`run_here`, the default of `%%train`) or in a worker thread (`start`, `--background`)."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -15,7 +16,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .batches import as_bundle
+from .adapters import as_bundle
+from .batches import targets_of
 from .callbacks import Callback, CallbackList
 from .config import TrainConfig, optimizer_steps, plan
 from .device import check_compile, compiled, resolve_amp, resolve_device
@@ -116,7 +118,11 @@ class Run:
             self._load_checkpoint()
         elif config.seed is not None:
             torch.manual_seed(config.seed)  # dropout and other in-model randomness
-        preflight(model, self.data, config, self.device, self.amp)
+        self.data = _binary(self.data, config)
+        logits = preflight(model, self.data, config, self.device, self.amp)
+        if self.data.task == "classification" and config.loss is None and len(logits) == 2 and logits[-1] == 1:
+            config.loss = "bce"  # one logit per sample: binary cross-entropy on it (cross-entropy would be 0)
+            self.notes.append("one output: binary classification, --loss bce, predicted class = logit > 0")
         _REGISTRY[self.number] = self
 
     # -- starting and waiting ------------------------------------------------------------------
@@ -288,10 +294,12 @@ class Run:
         return self._stop_requested
 
     def fail(self, message: str) -> None:
-        """End the run as `failed` with one sentence (loops call this; the run keeps its model and history)."""
+        """End the run as `failed` with one sentence (loops call this; the run keeps its model and history).
+        Logged only when nothing subscribed to the run shows it (a dashboard does), so it is said once."""
         self.error = message
         self.status = "failed"
-        log.warning(message)
+        if not len(self.callbacks):
+            log.warning(message)
 
     def emit(self, hook: str, logs: dict) -> None:
         """Call `hook` on every callback of the run's bus. Example: ``run.emit("on_step_end", {"step": 3})``"""
@@ -337,3 +345,13 @@ class interrupts_call:
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+def _binary(data, config):
+    """0/1 float targets with --loss bce are binary classification, not regression: accuracy is reported."""
+    if data.task != "regression" or str(config.loss or "").lower() != "bce" or not data.train.in_memory:
+        return data
+    targets = targets_of(data.train.tensors())
+    if targets is None or not bool(((targets == 0) | (targets == 1)).all()):
+        return data
+    return dataclasses.replace(data, task="classification", num_classes=2)

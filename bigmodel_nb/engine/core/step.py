@@ -3,7 +3,7 @@ step — used by every loop: a run (`Loop`), each Ray worker, distillation, fine
 sequential optimizer comparison (the last three train through a `Run`).
 
     step = Step(model, optimizer, loss_fn=F.cross_entropy, device=torch.device("cpu"))
-    step([(x, y)], Metrics("classification", "cpu"))
+    step([(x, y)], Metrics("classification", "cpu"))  # a micro-batch is a pair or a dict
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from contextlib import nullcontext
 
 import torch
 
-from .forward import autocast, forward_loss, takes_targets
+from .batches import batch_len
+from .forward import autocast, batch_loss, takes_targets
 from .optim import steps_on_validation
 
 
@@ -36,13 +37,13 @@ class Step:
                  after_backward: Callable[[], None] | None = None) -> None:
         """`total`: the step's samples over all workers (default: these micro-batches')."""
         self.optimizer.zero_grad(set_to_none=True)
-        total = total or sum(x.shape[0] for x, _ in micro_batches)
+        total = total or sum(batch_len(b) for b in micro_batches)
         last = len(micro_batches) - 1
-        for i, (x, y) in enumerate(micro_batches):
-            n = x.shape[0]
+        for i, batch in enumerate(micro_batches):
+            n = batch_len(batch)
             with self.sync(i == last):
                 with autocast(self.device, self.amp):
-                    logits, loss = forward_loss(self.model, x, y, self.loss_fn, self.with_targets)
+                    logits, loss, y = batch_loss(self.model, batch, self.loss_fn, self.with_targets)
                 # An empty slice (a worker past the end of a short batch) has a NaN mean loss; times 0 it
                 # still joins the gradient all-reduce, and it stays out of the metrics.
                 factor = n * self.world / total

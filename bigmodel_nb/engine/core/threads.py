@@ -4,7 +4,7 @@ Why: each thread that runs a parallel torch op owns an OpenMP team, and the note
 its team all session. With a second team alive, libgomp manages more threads than there are CPUs
 and cuts its spin-wait to ~100 turns, so every parallel region sleeps and wakes through the kernel
 (one CPU busy instead of two). Measured 2026-12-01 (2 vCPU, torch 2.13.0+cpu, digits MLP 64-256-256-10,
-batch 64, 600 steps, medians of 5-7 alternating runs): a fresh worker thread 2.2-2.8x the main
+batch 64, 600 steps, medians of 5-7 alternating runs): a fresh worker thread 2.2-2.9x the main
 thread; one long-lived reused worker just as slow, and while it lived the main thread was 2.2x too;
 torch.set_num_threads or threadpoolctl in the worker, OMP_WAIT_POLICY and GOMP_SPINCOUNT did not fix
 it; one torch thread in the worker did (1.1x) but cost 1.56x on a 1024-wide MLP at batch 256.

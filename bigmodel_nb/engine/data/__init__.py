@@ -3,7 +3,8 @@ batch protocol that turns whatever a user has into a `DataBundle`.
 
     load_dataset("digits").train.num_batches(64)
 """
-from ..core.batches import DATASETS, TASKS, DataBundle, Split, as_bundle, epoch_order, load_dataset, register_dataset
-from . import builtin, images, text  # noqa: F401  (registers digits, spirals, sine, mnist, fashion-mnist, text corpora)
+from ..core.adapters import as_bundle
+from ..core.batches import DATASETS, TASKS, DataBundle, Split, epoch_order, load_dataset, register_dataset
+from . import builtin, cifar, images, text  # noqa: F401  (registers the built-ins; cifar imports images first)
 
 __all__ = ["DATASETS", "TASKS", "DataBundle", "Split", "as_bundle", "epoch_order", "load_dataset", "register_dataset"]

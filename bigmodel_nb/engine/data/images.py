@@ -44,20 +44,22 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off stream is an EOFError
-        raise _corrupt(path, f"not a complete gzip file: {exc}") from None
+        raise corrupt_download(path, f"not a complete gzip file: {exc}") from None
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise _corrupt(path, f"only {len(raw)} bytes after decompression")
+        raise corrupt_download(path, f"only {len(raw)} bytes after decompression")
     if raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE or raw[3] != ndim:
-        raise _corrupt(path, f"magic number 0x{raw[:4].hex()} is not 0x{0x0800 | ndim:08x}, "
+        raise corrupt_download(path, f"magic number 0x{raw[:4].hex()} is not 0x{0x0800 | ndim:08x}, "
                              f"an IDX file of {ndim}-D bytes")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(dims)):
-        raise _corrupt(path, f"the header promises {' × '.join(map(str, dims))} bytes but {len(raw) - header:,} follow")
+        raise corrupt_download(path, f"the header promises {' × '.join(map(str, dims))} bytes but "
+                                     f"{len(raw) - header:,} follow")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _corrupt(path: Path, why: str) -> BigModelError:
+def corrupt_download(path: Path, why: str) -> BigModelError:
+    """The error for a downloaded file that cannot be read: name it, and say to delete it."""
     return BigModelError(f"The file {path} is truncated or corrupt ({why}); delete it so that it is downloaded again.")
 
 
@@ -84,11 +86,11 @@ def read_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     arrays = [read_idx(folder / file, 3 if "images" in file else 1) for file in IDX_FILES]
     for (images, labels), (fi, fl) in zip((arrays[:2], arrays[2:]), (IDX_FILES[:2], IDX_FILES[2:])):
         if images.shape[1:] != IMAGE_SHAPE:
-            raise _corrupt(folder / fi, f"its images are {images.shape[1]}×{images.shape[2]}, not 28×28")
+            raise corrupt_download(folder / fi, f"its images are {images.shape[1]}×{images.shape[2]}, not 28×28")
         if len(images) != len(labels):
-            raise _corrupt(folder / fl, f"it has {len(labels):,} labels for {len(images):,} images in {fi}")
+            raise corrupt_download(folder / fl, f"it has {len(labels):,} labels for {len(images):,} images in {fi}")
         if len(labels) and labels.max() > 9:
-            raise _corrupt(folder / fl, f"it has the label {int(labels.max())}, outside 0-9")
+            raise corrupt_download(folder / fl, f"it has the label {int(labels.max())}, outside 0-9")
     return tuple(arrays)
 
 
@@ -101,7 +103,7 @@ def image_bundle(name: str, url: str, *, seed: int, flatten: bool, limit: int | 
     train_x, train_y, test_x, test_y = read_arrays(folder)
     n = len(train_x) if limit is None else min(limit, len(train_x))
     if n < 2:
-        raise _corrupt(folder / IDX_FILES[0], f"it holds {n} images, too few for train and val")
+        raise corrupt_download(folder / IDX_FILES[0], f"it holds {n} images, too few for train and val")
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(n * VAL_FRACTION))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])

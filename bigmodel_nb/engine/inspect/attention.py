@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.batches import first_input
 from ..core.errors import BigModelError, describe_exception
 
 MAX_VALUES = 40_000  # attention numbers kept for display (~215 KB of base64 float32 in a notebook)
@@ -100,14 +101,16 @@ def _num_layers(kind, modules, model) -> int:
 
 
 # -- the input ----------------------------------------------------------------------------------------
-def encode(text: str, tokenizer) -> tuple[torch.Tensor, list[str]]:
+def encode(text, tokenizer) -> tuple[torch.Tensor, list[str]]:
     """Token ids [1, T] and a label per token, from a char tokenizer (encode/decode), a Hugging Face
-    tokenizer, or any callable text -> ids. Example: ``encode("ab", bundle.info["tokenizer"])``"""
+    tokenizer (`text` may be a pair of sentences for it), or any callable text -> ids.
+    Example: ``encode("ab", bundle.info["tokenizer"])``"""
     if tokenizer is None:
         raise BigModelError("Text input needs a tokenizer: pass --data with the model's dataset (e.g. "
                             "--data python-stdlib) or --tokenizer VAR, or give a tensor of token ids.")
     if hasattr(tokenizer, "convert_ids_to_tokens"):  # Hugging Face
-        ids = torch.as_tensor(tokenizer(text)["input_ids"])
+        encoded = tokenizer(*text) if isinstance(text, tuple) else tokenizer(text)  # a pair: [CLS] a [SEP] b [SEP]
+        ids = torch.as_tensor(encoded["input_ids"])
         return ids.view(1, -1), [str(t) for t in tokenizer.convert_ids_to_tokens(ids.tolist())]
     ids = tokenizer.encode(text) if hasattr(tokenizer, "encode") else tokenizer(text)
     ids = torch.as_tensor(ids).view(1, -1)
@@ -131,19 +134,29 @@ def _as_ids(value, data, tokenizer) -> tuple[torch.Tensor, list[str], str]:
     if isinstance(value, str):
         ids, labels = encode(value, tokenizer)
         return ids, labels, "text"
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, str) for v in value):
+        if len(value) != 2 or not hasattr(tokenizer, "convert_ids_to_tokens"):
+            raise BigModelError("A list of texts works as a sentence pair (text_a, text_b) with a Hugging Face "
+                                "tokenizer (--tokenizer VAR); otherwise give one text.")
+        ids, labels = encode(tuple(value), tokenizer)
+        return ids, labels, "sentence pair"
     if isinstance(value, int) and not isinstance(value, bool):
         if data is None:
             raise BigModelError("A dataset index needs --data to say which dataset; or give text or token ids.")
         split_name, split = next((n, s) for n, s in (("test", data.test), ("val", data.val), ("train", data.train))
                                  if s is not None)
-        X = split.tensors()[0]
+        X = first_input(split.tensors())
         if not -len(X) <= value < len(X):
             raise BigModelError(f"Index {value} is out of range for the {split_name} split of {data.name} "
                                 f"({len(X)} samples).")
         ids = X[value].view(1, -1)
         return ids, token_labels(ids[0], tokenizer), f"{data.name} {split_name}[{value}]"
     if torch.is_tensor(value) or hasattr(value, "__array__") or isinstance(value, (list, tuple)):
-        ids = torch.as_tensor(value)
+        try:
+            ids = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise BigModelError(f"INPUT must be text, a pair of texts, token ids or a dataset index; this "
+                                f"{type(value).__name__} holds something else.") from None
         if ids.is_floating_point() or ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
             raise BigModelError(f"Token ids must be integers of shape [T] or [1, T]; got {tuple(ids.shape)} "
                                 f"{ids.dtype}.")
@@ -222,7 +235,7 @@ def attention(model: nn.Module, input, *, layer: int | None = None, head: int | 
     if not isinstance(model, nn.Module):
         raise BigModelError(f"%attention needs a torch nn.Module; got {type(model).__name__}.")
     if data is not None and not hasattr(data, "info"):
-        from ..core.batches import as_bundle
+        from ..core.adapters import as_bundle
         data = as_bundle(data)
     kind, modules = _kind(model)
     ids, labels, source = _as_ids(input, data, tokenizer)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core.batches import as_bundle
+from ..core.adapters import as_bundle
 from ..core.config import TrainConfig
 from ..core.device import resolve_amp, resolve_device
 from ..core.errors import BigModelError

@@ -27,7 +27,7 @@ _PRECISION_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "f
 OPTIMIZER_STATE_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adagrad": 1, "adam": 2, "adamw": 2}
 MAX_TOKENS = 128  # longest sequence of inferred token ids (the model's context size where that is shorter)
 _CONTEXT_KEYS = ("block_size", "n_positions", "max_position_embeddings", "n_ctx", "max_seq_len")
-_FIRST_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding)  # the layers that fix the input's kind
+_FIRST_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag)  # fix the input kind
 MIXED_PRECISION_NOTE = (
     "{precision}: mixed precision counted as 16-bit weights and gradients plus an fp32 master copy of the trainable "
     "weights in the optimizer state (torch.autocast keeps fp32 weights and gradients instead: the same bytes per "
@@ -222,7 +222,7 @@ def _input_spec(model: nn.Module, input_shape, example) -> Input:
     # Registration order is definition order in almost every model, so this is the first layer the input meets.
     first = next((m for m in model.modules() if isinstance(m, _FIRST_LAYERS)), None)
     vocab = getattr(config, "vocab_size", None)
-    if isinstance(first, nn.Embedding) or (isinstance(vocab, int) and first is None):  # token ids
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)) or (isinstance(vocab, int) and first is None):  # token ids
         high = min(v for v in (vocab, getattr(first, "num_embeddings", None)) if isinstance(v, int))
         context = next((getattr(config, k) for k in _CONTEXT_KEYS if isinstance(getattr(config, k, None), int)), None)
         shape = _parse_shape(input_shape) if input_shape is not None else (min(context or MAX_TOKENS, MAX_TOKENS),)

@@ -257,6 +257,7 @@ def train_worker(cfg: dict) -> dict | None:
         set_optimizer_state_dict,
     )
 
+    from ..core.batches import batch_len, take
     from ..core.callbacks import CallbackList
     from ..core.config import optimizer_steps, plan
     from ..core.forward import resolve_loss
@@ -313,10 +314,9 @@ def train_worker(cfg: dict) -> dict | None:
         metrics = Metrics(data.task, device)
         batches = data.train.batches(config.batch_size, device, shuffle=True, seed=cfg["seed"], epoch=epoch)
         for group in step_groups(batches, max(1, config.accumulate)):  # one optimizer step per group
-            total = sum(len(x) for x, _ in group)  # global samples in this step
+            total = sum(batch_len(b) for b in group)  # global samples in this step
             lr = optimizer.param_groups[0]["lr"]
-            train_step([(x[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]) for x, y in group],
-                       metrics, total=total)
+            train_step([take(b, slice(rank * local, (rank + 1) * local)) for b in group], metrics, total=total)
             step = here.step = step + 1
             last = step % steps_per_epoch == 0 or step >= total_steps
             logs = {"step": step, "epoch": epoch + 1, "lr": lr}

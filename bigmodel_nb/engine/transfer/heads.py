@@ -1,5 +1,5 @@
 """Transfer learning: start a model from another one's weights, give it a new head,
-freeze part of it (and unfreeze it later in the run); `export` (engine/export.py) is re-exported here.
+freeze part of it (and unfreeze it later in the run); the package also exports `load_from` and `export`.
 
     load_from(model, "pre.safetensors")   # matching names and shapes only; a new head is skipped
     replace_head(model, 5)                # -> "head": a fresh Linear(in_features, 5)
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core.adapters import as_bundle
+from ..core.batches import DataBundle, Split
 from ..core.callbacks import Callback
 from ..core.errors import BigModelError
 from ..inspect.grads import matches_pattern
@@ -94,6 +96,10 @@ def replace_head(model: nn.Module, num_classes: int) -> str:
     config = getattr(model, "config", None)  # the zoo's dataclass configs: a copy, never the shared one
     if dataclasses.is_dataclass(config) and not isinstance(config, type) and hasattr(config, "num_classes"):
         model.config = dataclasses.replace(config, num_classes=num_classes)
+    elif hasattr(config, "num_labels"):  # Hugging Face: its loss reads num_labels (id2label follows it)
+        config.num_labels = num_classes
+        if hasattr(model, "num_labels"):
+            model.num_labels = num_classes
     return name
 
 
@@ -344,8 +350,6 @@ def class_subset(data, classes, *, per_class: int | None = None, seed: int = 0, 
 
     Example: ``class_subset("digits", range(5, 10), per_class=10)  # digits 5-9 as classes 0-4, 50 to train on``
     """
-    from ..core.batches import DataBundle, Split, as_bundle
-
     bundle = as_bundle(data)
     classes = [int(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):

@@ -104,8 +104,8 @@ def test_spirals_and_sine():
 
 
 def test_load_dataset_errors():
-    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: digits, fashion-mnist, mnist, "
-                                            r"python-stdlib, sine, spirals, tiny-shakespeare "
+    with pytest.raises(BigModelError, match=r"^Unknown dataset 'digit'; choose one of: cifar10, digits, "
+                                            r"fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare "
                                             r"\(did you mean 'digits'\?\)\.$"):
         load_dataset("digit")
     with pytest.raises(BigModelError, match=r"^Unknown option 'noize' for dataset 'sine'; "
@@ -113,7 +113,7 @@ def test_load_dataset_errors():
         load_dataset("sine", noize=0.3)
     with pytest.raises(BigModelError, match="spirals needs classes >= 2"):
         load_dataset("spirals", classes=1)
-    assert set(DATASETS) == {"digits", "spirals", "sine", "mnist", "fashion-mnist", "python-stdlib",
+    assert set(DATASETS) == {"digits", "spirals", "sine", "mnist", "fashion-mnist", "cifar10", "python-stdlib",
                              "tiny-shakespeare"} and "language-model" in TASKS
 
 
@@ -243,17 +243,18 @@ def test_dict_of_mixed_splits():
 def test_adapter_errors():
     with pytest.raises(BigModelError, match=r"^X has 100 samples but y has 90; they must match\.$"):
         as_bundle((torch.randn(100, 2), torch.zeros(90)))
-    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: digits, "
-                                            r"fashion-mnist, mnist, python-stdlib, sine, spirals, tiny-shakespeare\), "
-                                            r"an \(X, y\) tuple, a Dataset, a DataLoader "
-                                            r"or a dict with train/val/test\.$"):
+    with pytest.raises(BigModelError, match=r"^Cannot use a int as data; pass a dataset name \(one of: cifar10, "
+                                            r"digits, fashion-mnist, mnist, python-stdlib, sine, spirals, "
+                                            r"tiny-shakespeare\), an \(X, y\) tuple of tensors, arrays or pandas "
+                                            r"objects, a Dataset, a DataLoader, a Hugging Face dataset or a dict "
+                                            r"with train/val/test\.$"):
         as_bundle(42)
     with pytest.raises(BigModelError, match=r"^Unknown dataset 'spiral'.*did you mean 'spirals'"):
         as_bundle("spiral")
     with pytest.raises(BigModelError, match=r"^An \(X, y\) tuple needs 2 items but this one has 3"):
         as_bundle((torch.zeros(3), torch.zeros(3), torch.zeros(3)))
-    with pytest.raises(BigModelError, match=r"^Unknown key 'valid' in the data dict; use train, val and test "
-                                            r"\(did you mean 'val'\?\)\.$"):
+    with pytest.raises(BigModelError, match=r"^Unknown key 'valid' in the data dict; use train, val \(or validation\) "
+                                            r"and test \(did you mean 'val(idation)?'\?\), or give columns"):
         as_bundle({"train": (torch.zeros(3, 1), torch.zeros(3)), "valid": None})
     with pytest.raises(BigModelError, match="has no 'train' entry"):
         as_bundle({"val": (torch.zeros(3, 1), torch.zeros(3))})
