@@ -64,7 +64,7 @@ class Metrics:
     def update(self, loss: torch.Tensor, logits: torch.Tensor, y, n: int | None = None) -> None:
         """Add one batch: its mean `loss` (weighted by its `n` samples) and the metrics of `logits` against `y`
         (none when `y` is None: a model that computes its own loss from unlabelled dict batches)."""
-        n = y.shape[0] if n is None else n
+        n = (y if y is not None else logits).shape[0] if n is None else n
         self.loss.add_(loss.detach().float(), alpha=n)  # one kernel, no sync
         self.samples += n
         if not self.metrics or y is None:
