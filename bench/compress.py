@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bigmodel_nb.engine import load_dataset# noqa: E402
 from bigmodel_nb.api import fit  # noqa: E402
+from bigmodel_nb.engine import load_dataset  # noqa: E402
 from bigmodel_nb.engine.compress import Distill, Finetune, Prune, Quantize, compress, flat_state  # noqa: E402
 from bigmodel_nb.models import MLP, Block, MLPConfig  # noqa: E402
 
@@ -90,7 +90,8 @@ def bench_int8(args) -> None:
         lb = fp32_bytes if r is None else linear_bytes(m, names)
         size = (r.stages[1] if r is not None else next(iter(reports.values())).stages[0])["size_bytes"]
         print(f"    {label:<32}{lb / 1e6:>11.1f} MB{fp32_bytes / lb:>7.2f}×{size / 1e6:>8.1f} MB"
-              f"{ms[label]:>8.1f} ms{ms['fp32'] / ms[label]:>8.2f}×{best[label]:>7.1f} ms{best['fp32'] / best[label]:>8.2f}×"
+              f"{ms[label]:>8.1f} ms{ms['fp32'] / ms[label]:>8.2f}×"
+              f"{best[label]:>7.1f} ms{best['fp32'] / best[label]:>8.2f}×"
               f"{diffs[label]:>9.4f}")
     print(f"    (largest |output| {scale:.2f}; ratio and speedup relative to fp32; targets: Linear ≥ 3.5× smaller, "
           f"≥ 1.5× faster)")
@@ -145,8 +146,8 @@ def bench_distill(args, data, teacher, teacher_acc) -> None:
     print(f"\n(c) distillation on digits: teacher {teacher_params:,} params ({teacher_acc:.2%}), student MLP 64-"
           f"{args.student}-10 {student_params:,} params ({teacher_params / student_params:.0f}× fewer), "
           f"{args.distill_epochs} epochs, T=4, α=0.7, seeds {args.seeds}")
-    print(f"    student alone     " + "  ".join(f"{v:.2%}" for v in alone) + f"   mean {ma:.2%}")
-    print(f"    student distilled " + "  ".join(f"{v:.2%}" for v in distilled) + f"   mean {md:.2%}")
+    print("    student alone     " + "  ".join(f"{v:.2%}" for v in alone) + f"   mean {ma:.2%}")
+    print("    student distilled " + "  ".join(f"{v:.2%}" for v in distilled) + f"   mean {md:.2%}")
     print(f"    distilled − teacher {100 * (md - teacher_acc):+.2f} points (target within 1.5); distilled − alone "
           f"{100 * (md - ma):+.2f} points (target > 0; one test sample is {100 / len(data.test):.2f} points)")
 

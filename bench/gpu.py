@@ -15,9 +15,9 @@ import time
 import torch
 
 from bigmodel_nb.engine import Run, TrainConfig
-from bigmodel_nb.engine.scale import flops
-from bigmodel_nb.engine.data import as_bundle
 from bigmodel_nb.engine.core.callbacks import Callback
+from bigmodel_nb.engine.data import as_bundle
+from bigmodel_nb.engine.scale import flops
 from bigmodel_nb.models import GPT, GPTConfig
 
 
@@ -87,7 +87,8 @@ def main():
     # validation-free epoch end, a shuffle order) would otherwise be timed and the hand-written loop's not.
     x, y = tokens(batch * (steps + 2), cfg.block_size, cfg.vocab_size)
     print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} · "
-          f"{sum(p.numel() for p in GPT(cfg).parameters()) / 1e6:.1f}M params · batch {batch} × {cfg.block_size} tokens · "
+          f"{sum(p.numel() for p in GPT(cfg).parameters()) / 1e6:.1f}M params · "
+          f"batch {batch} × {cfg.block_size} tokens · "
           f"{steps} timed steps · amp {amp} · compile {compile_}")
     results = {"hand-written": [], "engine": []}
     for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both alike

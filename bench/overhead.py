@@ -2,7 +2,8 @@
 
 Same model, data, seed and batches; runs alternate (hand, engine without dashboard, engine with
 the live widget dashboard — widgets and figures built, no browser attached — and the same in
---background mode, where a worker thread trains) and the median time of each is compared. Run: .venv/bin/python bench/overhead.py [--epochs 40 --repeats 5]
+--background mode, where a worker thread trains) and the median time of each is compared.
+Run: .venv/bin/python bench/overhead.py [--epochs 40 --repeats 5]
 """
 import argparse
 import os

@@ -123,6 +123,7 @@ def main():
         times["engine+dashboard"].append(seconds)
 
     from ipywidgets.widgets.widget import _instances
+
     from bigmodel_nb.ui.figures import MAX_POINTS
 
     base = statistics.median(times["engine"])

@@ -18,7 +18,7 @@ import torch
 from ..engine.core.callbacks import Callback
 from ..engine.transfer.heads import trainable_counts
 from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
-from .figures import Series, fill_training_figure, training_figure, training_layout
+from .figures import Series, fill_training_figure, training_figure_json, training_layout
 
 TICK_S = 0.5  # status period: progress moves twice a second
 # Figure period: a FigureWidget update is 4 comm messages (plotly's batch_update), so with the status
@@ -235,7 +235,7 @@ class TrainingDashboard(Callback):
             self.messages += 2
 
     def _figure_bundle(self, final: bool = False) -> dict:
-        fig = training_figure(self.run.history, self.classification)
+        fig = training_figure_json(self.run.history, self.classification)
         return figure_bundle(fig, f"<training curves of {self.run.name}: {len(self.run.history)} rows>", final)
 
     # -- text -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ saved or converted notebook still shows, and a live `FigureWidget` with a fallba
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -55,12 +56,26 @@ def figure_bundle(fig, text: str, final: bool = True) -> dict:
     a Plotly renderer (``nbconvert --to html``, nbviewer) still show the chart. The HTML loads
     plotly.js from its CDN rather than embedding ~4.8 MB per figure.
 
-    Example: ``display(figure_bundle(fig, "<loss curve>"), raw=True)``
+    `fig`: a figure, or its Plotly JSON as a dict. Example: ``display(figure_bundle(fig, "<curves>"), raw=True)``
     """
-    bundle = {PLOTLY_MIME: fig.to_plotly_json(), "text/plain": text}
-    if final:
-        bundle["text/html"] = fig.to_html(full_html=False, include_plotlyjs="cdn")
+    import plotly.io as pio
+
+    as_json = fig if isinstance(fig, dict) else fig.to_plotly_json()  # a dict: Plotly JSON, already valid
+    bundle = {PLOTLY_MIME: as_json, "text/plain": text}
+    if final:  # the CDN script tag once per session: plotly hashes all of plotly.js (~4.8 MB) to make it
+        html = pio.to_html(fig, full_html=False, include_plotlyjs=False, validate=False)
+        bundle["text/html"] = html.replace(">", ">" + _cdn_script(), 1)
     return bundle
+
+
+@functools.lru_cache(maxsize=1)
+def _cdn_script() -> str:
+    """The `<script>` tags that load plotly.js from its CDN (with the integrity hash), as plotly writes them."""
+    import plotly.io as pio
+
+    html = pio.to_html({"data": [], "layout": {}}, full_html=False, include_plotlyjs="cdn", validate=False)
+    start = html.index(">") + 1
+    return html[start:html.index("<div id=")].strip()
 
 
 def show_figure(fig, text: str) -> None:

@@ -167,11 +167,14 @@ def preflight(model, data, config, device, amp) -> torch.Size:
         with torch.no_grad(), autocast(device, amp), warnings.catch_warnings():
             # torch warns, then silently broadcasts, when a loss's target and input shapes differ: an error here
             warnings.filterwarnings("error", message="Using a target size", category=UserWarning)
-            logits, _ = read_output(call(model, batch, takes_targets(model)))
+            logits, loss = read_output(call(model, batch, takes_targets(model)))  # one forward pass
             _check_outputs(logits, y, data, loss_fn)
             if config.loss is None and data.task == "classification" and logits.dim() == 2 and logits.shape[-1] == 1:
                 loss_fn = F.binary_cross_entropy_with_logits  # one logit: what the run will train with
-            logits, loss, _ = batch_loss(model, batch, loss_fn, takes_targets(model))
+            if loss is None:
+                if y is None:
+                    batch_loss(model, batch, loss_fn, takes_targets(model))  # says what is missing
+                loss = _loss(loss_fn, logits, y)
     except BigModelError:
         raise
     except Exception as exc:  # the user's model or loss raised: say where, and what the data looks like

@@ -34,6 +34,7 @@ def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 ACCURACY = Metric("accuracy", correct)
 FOLD = 32  # steps of metric values kept as tensors before they are summed into the running totals
+DEFER_NUMEL = 1 << 16  # outputs up to this size are kept (detached) until the fold instead of measured each step
 TASK_METRICS: dict[str, tuple[Metric, ...]] = {"classification": (ACCURACY,), "regression": (),
                                                 "language-model": ()}
 
@@ -56,6 +57,8 @@ class Metrics:
         self._hits: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # per metric, since the last fold
         self._valid: list[list[torch.Tensor]] = [[] for _ in self.metrics]  # token masks, since the last fold
         self.valid = [torch.zeros(shape, device=self.device) for _ in self.metrics]  # counted tokens
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (outputs, targets) since the last fold
+        self._unfolded = 0  # updates since the last fold
         self.samples = 0
         self.counts = [0] * len(self.metrics)
         self.since = time.perf_counter()
@@ -71,19 +74,30 @@ class Metrics:
             return
         logits = logits.detach()
         tokens = not y.is_floating_point() and y.dim() >= 2  # padding (-100) is left out, as Hugging Face does
-        for i, metric in enumerate(self.metrics):
-            hits = metric.values(logits, y)
-            if tokens:
-                valid = y != IGNORE_INDEX
-                self._hits[i].append(hits & valid)
-                self._valid[i].append(valid)
-            else:
-                self._hits[i].append(hits)  # summed in one go every FOLD steps: fewer kernels per step
-                self.counts[i] += hits.numel() if self.copies is None else hits[0].numel()
-        if len(self._hits[0]) >= FOLD:
+        self._unfolded += 1
+        if not tokens and self.copies is None and logits.numel() <= DEFER_NUMEL:
+            self._pending.append((logits, y))  # small outputs: the metrics are computed FOLD steps at a time
+            self.counts = [c + y.numel() for c in self.counts]
+        else:
+            for i, metric in enumerate(self.metrics):
+                hits = metric.values(logits, y)
+                if tokens:
+                    valid = y != IGNORE_INDEX
+                    self._hits[i].append(hits & valid)
+                    self._valid[i].append(valid)
+                else:
+                    self._hits[i].append(hits)
+                    self.counts[i] += hits.numel() if self.copies is None else hits[0].numel()
+        if self._unfolded >= FOLD:
             self._fold()
 
     def _fold(self) -> None:
+        self._unfolded = 0
+        if self._pending:  # one batched pass over the outputs kept since the last fold
+            logits, y = torch.cat([o for o, _ in self._pending]), torch.cat([t for _, t in self._pending])
+            for i, metric in enumerate(self.metrics):
+                self.values[i] += metric.values(logits, y).sum()
+            self._pending.clear()
         for i, hits in enumerate(self._hits):
             if hits:
                 self.values[i] += self._sum(hits)

@@ -9,7 +9,7 @@ thread; one long-lived reused worker just as slow, and while it lived the main t
 torch.set_num_threads or threadpoolctl in the worker, OMP_WAIT_POLICY and GOMP_SPINCOUNT did not fix
 it; one torch thread in the worker did (1.1x) but cost 1.56x on a 1024-wide MLP at batch 256.
 Releasing the caller's team (OpenMP 5.0 `omp_pause_resource_all`; torch re-creates it on the next
-parallel op) before starting the worker: 0.95-1.09x (small) and 0.98x (1024-wide). So every run
+parallel op) before starting the worker: 0.79-1.09x (small) and 0.98x (1024-wide). So every run
 handed to a thread gets a fresh thread (its team dies with it), started after that release. While
 both threads compute at once (a cell runs torch ops beside a background run) both are slow again.
 """
