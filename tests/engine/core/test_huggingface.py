@@ -114,3 +114,19 @@ def test_attention_reads_a_sentence_pair_with_a_hugging_face_tokenizer():
     assert maps.weights(0).shape == (2, 9, 9)
     with pytest.raises(BigModelError, match="works as a sentence pair"):
         attention(tiny_bert(), ("a", "b", "c"), tokenizer=tokenizer)
+
+
+def test_a_dataloader_with_the_tokenizers_padding_collator():
+    from torch.utils.data import DataLoader
+
+    tokenizer = word_tokenizer(["good", "bad", "film", "very", "a"])
+    texts = ["a good film", "a very bad film", "good", "bad film", "very very good film", "a bad"] * 8
+    rows = datasets.Dataset.from_dict({"text": texts, "label": [int("good" in t) for t in texts]})
+    encoded = rows.map(lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])  # ragged rows
+    loader = DataLoader(encoded, batch_size=8, shuffle=False,
+                        collate_fn=transformers.DataCollatorWithPadding(tokenizer))  # pads each batch
+    model = tiny_bert()
+    model.resize_token_embeddings(len(tokenizer))
+    run = fit(model, {"train": loader, "validation": loader}, epochs=3, lr=3e-3, seed=0)
+    assert run.status == "completed", run.error
+    assert run.rows("val")[-1]["accuracy"] > 0.6 and run.step == 18
