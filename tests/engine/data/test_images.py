@@ -170,6 +170,16 @@ def test_files_put_in_the_cache_by_hand_need_no_network(tmp_path, monkeypatch, a
     assert load_dataset("mnist").test.y.tolist() == arrays[3].tolist()
 
 
+def assert_corrupt_file(load, path, why: str) -> None:
+    """`load()` fails with the one sentence for a damaged download: the file, why, and to delete it."""
+    with pytest.raises(BigModelError) as err:
+        load()
+    message = str(err.value)
+    assert message.startswith(f"The file {path} is truncated or corrupt (") and why in message, message
+    assert message.endswith("; delete it so that it is downloaded again.") and one_sentence(message)
+    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+
+
 @pytest.mark.parametrize("damage, why", [
     (lambda gz: gz[: len(gz) // 2], "not a complete gzip file"),               # a download cut off half-way
     (lambda gz: b"<html>Access denied</html>", "not a complete gzip file"),   # an error page instead of data
@@ -182,13 +192,7 @@ def test_a_truncated_or_corrupt_file_is_a_one_sentence_error(tmp_path, monkeypat
     write_idx(tmp_path / "mnist", arrays)
     path = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
     path.write_bytes(damage(path.read_bytes()))
-    with pytest.raises(BigModelError) as err:
-        load_dataset("mnist")
-    message = str(err.value)
-    assert message.startswith(f"The file {path} is truncated or corrupt (") and why in message, message
-    assert message.endswith("; delete it so that it is downloaded again.") and one_sentence(message)
-    # no gzip traceback
-    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+    assert_corrupt_file(lambda: load_dataset("mnist"), path, why)  # no gzip traceback either
 
 
 def test_mismatched_files_are_clear(tmp_path, monkeypatch, arrays):
@@ -452,12 +456,7 @@ def test_cifar10_refuses_a_pickle_that_would_run_code(tmp_path, monkeypatch, cif
 def test_cifar10_truncated_archive_is_a_one_sentence_error(tmp_path, monkeypatch, cifar, damage, why):
     monkeypatch.setenv("BIGMODEL_NB_CACHE", str(tmp_path))
     path = write_cifar(tmp_path / "cifar10", damage(cifar_tar(cifar_members(cifar))))
-    with pytest.raises(BigModelError) as err:
-        load_dataset("cifar10")
-    message = str(err.value)
-    assert message.startswith(f"The file {path} is truncated or corrupt (") and why in message, message
-    assert message.endswith("; delete it so that it is downloaded again.") and one_sentence(message)
-    assert err.value.__cause__ is None and (err.value.__context__ is None or err.value.__suppress_context__)
+    assert_corrupt_file(lambda: load_dataset("cifar10"), path, why)
 
 
 def test_cifar10_damaged_batches_are_clear(tmp_path, monkeypatch, cifar):
