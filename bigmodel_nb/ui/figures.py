@@ -108,6 +108,9 @@ def training_figure_json(history: list[dict], classification: bool) -> dict:
     for (split, metric), i in index.items():
         x, y = series[split].xy(metric)
         fig["data"][i]["x"], fig["data"][i]["y"] = x.tolist(), y.tolist()
+        if metric == "lr" and len(y):  # as fill_training_figure: a constant LR is not centred in [-1, 1]
+            axis = fig["data"][i].get("yaxis", "y").replace("y", "yaxis")
+            fig["layout"].setdefault(axis, {})["range"] = [0, 1.15 * float(y.max()) or 1.0]
     return fig
 
 

@@ -147,3 +147,18 @@ def test_final_figures_carry_an_html_form_for_pages_without_a_plotly_renderer(sh
     html = bundle["text/html"]
     assert "cdn.plot.ly" in html and "Plotly.newPlot" in html and len(html) < 20_000  # plotly.js is not embedded
     assert "text/html" not in display.figure_bundle(go.Figure(), "<live>", final=False)
+
+
+def test_the_snapshot_json_is_the_training_figure(mlp):
+    import plotly.graph_objects as go
+
+    from bigmodel_nb.ui.figures import training_figure, training_figure_json
+
+    run = Run(mlp(), "digits", TrainConfig(steps=45, seed=0, lr=3e-3, log_every=5)).run_here()
+    fast, slow = go.Figure(training_figure_json(run.history, True)), training_figure(run.history, True)
+    assert len(fast.data) == len(slow.data) == 5
+    for a, b in zip(fast.data, slow.data):
+        assert a.name == b.name and np.allclose(np.asarray(a.x, float), np.asarray(b.x, float))
+        assert np.allclose(np.asarray(a.y, float), np.asarray(b.y, float))
+    assert fast.layout.yaxis3.range == slow.layout.yaxis3.range == (0, 1.15 * 3e-3)  # a constant LR, not [-1, 1]
+    assert fast.layout.template == slow.layout.template and fast.layout.annotations == slow.layout.annotations
