@@ -240,6 +240,9 @@ def _is_xy(data) -> bool:
 
 
 def _unsupported(data, where: str = "data") -> BigModelError:
+    if hasattr(data, "select_dtypes"):  # a pandas DataFrame on its own: which column is the target?
+        return BigModelError(f"A DataFrame as {where} needs its target column: pass --target COLUMN "
+                             "(target='COLUMN'), or (df[features], df['COLUMN']).")
     return BigModelError(f"Cannot use a {type(data).__name__} as {where}; pass a dataset name (one of: "
                          f"{', '.join(sorted(DATASETS))}), an (X, y) tuple of tensors, arrays or pandas objects, a "
                          "Dataset, a DataLoader, a Hugging Face dataset or a dict with train/val/test.")

@@ -35,6 +35,8 @@ def test_a_frame_with_a_target_column_is_the_same_data(cancer):
     by_column = as_bundle(frame, target="target", seed=3)
     by_pair = as_bundle((frame[features], frame["target"]), seed=3)
     assert torch.equal(by_column.test.X, by_pair.test.X) and torch.equal(by_column.test.y, by_pair.test.y)
+    with pytest.raises(BigModelError, match="A DataFrame as data needs its target column: pass --target COLUMN"):
+        as_bundle(frame)
     with pytest.raises(BigModelError, match=r"No column 'targt' in the data \(did you mean 'target'\?\)"):
         as_bundle(frame, target="targt")
     text = frame.assign(name="a")
