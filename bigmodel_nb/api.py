@@ -40,7 +40,8 @@ def _config(options: dict) -> TrainConfig:
 def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new_head: int | None = None,
                 freeze: str | None = None, unfreeze_after: int | None = None, watch_grads: bool = False,
                 watch_every: int = 1, workers: int | None = None, gpus_per_worker: float = 0,
-                cluster: str | None = None, strategy: str = "ddp", announce=None, **options):
+                cluster: str | None = None, strategy: str = "ddp", target: str | None = None, announce=None,
+                **options):
     """Check every option, apply the transfer options to `model` and build the `Run` (a `DistributedRun`
     with `workers`); returns ``(run, callbacks, recorder)``. Nothing trains yet.
     Example: ``run, callbacks, _ = prepare_run(model, "digits", epochs=2)``"""
@@ -49,6 +50,10 @@ def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new
     if instance is None:
         options["optimizer"] = optimizer
     config = _config(options)
+    if target is not None:  # --target COLUMN: the label column of a pandas frame or a Hugging Face dataset
+        from .engine.core.adapters import as_bundle
+
+        data = as_bundle(data, target=target)
     if workers is None and (gpus_per_worker or cluster or strategy != "ddp"):
         raise BigModelError("--gpus-per-worker, --cluster and --strategy go with --workers N; add it.")
     if workers is not None:

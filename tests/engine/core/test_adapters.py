@@ -32,6 +32,7 @@ def test_a_pandas_frame_and_series_train_as_a_classifier(cancer):
 
 def test_a_frame_with_a_target_column_is_the_same_data(cancer):
     frame, features = cancer
+    assert fit(nn.Linear(30, 2), frame, target="target", epochs=1, seed=0).data.input_shape == (30,)
     by_column = as_bundle(frame, target="target", seed=3)
     by_pair = as_bundle((frame[features], frame["target"]), seed=3)
     assert torch.equal(by_column.test.X, by_pair.test.X) and torch.equal(by_column.test.y, by_pair.test.y)
