@@ -23,6 +23,7 @@ T4 = SimpleNamespace(name="Tesla T4", major=7, minor=5, total_memory=16 * GIB)
 @pytest.fixture(autouse=True)
 def restore_default():
     saved = dev._default
+    dev._default = None  # each test starts from "auto", whatever an earlier test (e.g. %device cpu) chose
     yield
     dev._default = saved
 
