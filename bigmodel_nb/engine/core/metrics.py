@@ -128,6 +128,10 @@ class Metrics:
             return [self._row(loss[c], [v[c] for v in values], samples, counts) for c in range(self.copies)]
         return self._row(loss, values, samples, [c + t for c, t in zip(counts, tokens)])
 
+    def samples_in(self, sums: torch.Tensor) -> float:
+        """The sample count held in a `sums()` tensor (all-reduced: over every worker)."""
+        return float(sums[1 + 2 * len(self.metrics)])
+
     def _stacked(self) -> torch.Tensor:
         return torch.stack([self.loss.float(), *[v.float() for v in self.values], *[v.float() for v in self.valid]])
 

@@ -328,7 +328,7 @@ def train_worker(cfg: dict) -> dict | None:
                 stopping = bool(stop.item())  # read only at a logging step: no sync in ordinary steps
                 if rank == 0:
                     row = {"kind": "train", **logs, "split": "train", **metrics.compute(sums)}
-                    row["samples_per_s"] = float(sums[1]) / max(1e-9, time.perf_counter() - metrics.since)
+                    row["samples_per_s"] = metrics.samples_in(sums) / max(1e-9, time.perf_counter() - metrics.since)
                     updates.put(row)
                 metrics = Metrics(data.task, device)
             bus.emit("on_step_end", here, logs)

@@ -58,3 +58,12 @@ def test_summed_sums_are_what_workers_all_reduce():
         (a if i % 2 else b).update(loss, lo, yy)
     merged = whole.compute(a.sums() + b.sums())  # what dist.all_reduce(sums) gives every worker
     assert merged == whole.compute() or all(abs(merged[k] - whole.compute()[k]) < 1e-6 for k in merged)
+
+
+def test_the_sample_count_is_read_from_summed_sums():
+    a, b = Metrics("classification", "cpu"), Metrics("classification", "cpu")
+    logits, y, parts = batches()
+    a.update(F.cross_entropy(*parts[0]), *parts[0])
+    b.update(F.cross_entropy(*parts[1]), *parts[1])
+    assert a.samples_in(a.sums() + b.sums()) == 128 and Metrics("regression", "cpu").samples_in(
+        Metrics("regression", "cpu").sums()) == 0
