@@ -266,3 +266,35 @@ def compress(model, data=None, *, prune: float | None = None, structured: bool =
 
         show_compression_report(report)
     return report
+
+
+def evaluate(target, data=None, *, split: str = "test", metrics=None, batch_size: int | None = None,
+             samples: int = 2, show: bool = True):
+    """Metrics by task, confusion matrix, top losses and calibration on a split; the options of %evaluate.
+    `target` is a finished `Run` (its model, data and loss) or a model with `data`.
+
+    Example: ``bigmodel_nb.evaluate(run, split="test").top_losses(5)``
+    """
+    from .engine.core.adapters import as_bundle
+    from .engine.evaluate import evaluate as evaluation
+
+    if isinstance(target, Run):
+        target.check_finished()
+        model, loss, amp = target.model, target.config.loss, target.amp
+        bundle = target.data if data is None else as_bundle(data)
+        batch_size = batch_size or max(256, target.config.batch_size)  # as its validation: the same loss
+    elif isinstance(target, torch.nn.Module):
+        if data is None:
+            raise BigModelError("Give the data to evaluate the model on: --data digits (a built-in dataset or a "
+                                "variable), or evaluate the run that trained it (%evaluate run).")
+        model, loss, amp, bundle = target, None, None, as_bundle(data)
+    else:
+        raise BigModelError(f"%evaluate takes a Run or a torch.nn.Module, not a {type(target).__name__}; "
+                            "pass the run (e.g. run) or the model with --data.")
+    result = evaluation(model, bundle, split, loss=loss, batch_size=batch_size or 256, amp=amp, metrics=metrics,
+                        samples=samples)
+    if show:
+        from .ui.evaluation import show_evaluation
+
+        show_evaluation(result)
+    return result

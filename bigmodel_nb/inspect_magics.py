@@ -1,4 +1,5 @@
-"""Magics that look inside a model or shrink it: `%summary`, `%grads`, `%attention`, `%compress`.
+"""Magics that look inside a model, judge it or shrink it: `%summary`, `%grads`, `%attention`, `%evaluate`,
+`%compress`.
 Each parses its line, calls the engine, stores the typed result and renders it."""
 from __future__ import annotations
 
@@ -153,6 +154,42 @@ class InspectMagics(MagicsBase):
             quantize=args.quantize, distill=student, temperature=args.temperature, alpha=args.alpha, order=order,
             inplace=args.inplace, example=example, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             optimizer=args.optimizer, seed=args.seed, quiet=args.quiet)
+        return None
+
+    @magic_arguments()
+    @argument("target", type=variable_name, nargs="?", default=None,
+              help="A finished Run or a model variable (default: run, else model).")
+    @argument("--data", type=variable_name, default=None,
+              help="Data to evaluate on: a built-in dataset or a variable (default: the run's data).")
+    @argument("--split", default="test", help="train, val or test (default: test).")
+    @argument("--metrics", default=None, help="Only these metrics, comma-separated, e.g. accuracy,f1_macro.")
+    @argument("--batch-size", type=whole_number, default=None, help="Samples per forward pass (default 256).")
+    @argument("--samples", type=int, default=2, help="Language models: texts sampled from the model (default 2).")
+    @argument("--name", type=result_name, default="evaluation",
+              help="Variable that receives the Evaluation (default: evaluation).")
+    @line_magic
+    @user_errors
+    def evaluate(self, line: str):
+        """Metrics by task (precision/recall/F1, MAE/RMSE/R², perplexity), the confusion matrix, the top
+        losses with their inputs and a reliability curve, on a split.
+
+        %evaluate run --split test
+        """
+        from .api import evaluate
+        from .engine.core.run import Run
+
+        args = parse(self.evaluate, line)
+        ns = self.shell.user_ns
+        name = args.target or ("run" if isinstance(ns.get("run"), Run) or "model" not in ns else "model")
+        target = self._variable(name, "run or model")
+        data = self._data(args.data) if args.data else None
+        if data is None and not isinstance(target, Run):
+            data = self._dataset_of(target)
+            if data is None:
+                raise UsageError(f"No data to evaluate '{name}' on; pass --data digits (a built-in dataset or a "
+                                 "variable), or evaluate the run that trained it (%evaluate run).")
+        self.shell.user_ns[args.name] = evaluate(target, data, split=args.split, metrics=args.metrics,
+                                                 batch_size=args.batch_size, samples=max(0, args.samples))
         return None
 
     def _input(self, text: str, line: str):

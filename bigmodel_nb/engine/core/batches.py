@@ -165,8 +165,12 @@ class Split:
                     yield take(whole, slice(i, i + bs) if order is None else order[i:i + bs])
                 return
             X, y = whole
-            for i in range(skip * bs, n, bs):  # slices are views; index gathers make the shuffled copy
-                yield (X[i:i + bs], y[i:i + bs]) if order is None else (X[order[i:i + bs]], y[order[i:i + bs]])
+            if order is None:  # slices are views; index gathers make the shuffled copy
+                for i in range(skip * bs, n, bs):
+                    yield X[i:i + bs], y[i:i + bs]
+                return
+            for idx in order[skip * bs:].split(bs):
+                yield X[idx], y[idx]
             return
         indices = (order if order is not None else torch.arange(n))[skip * bs:].tolist()
         pin = device.type == "cuda"  # pinned host memory lets the copy overlap the compute

@@ -160,7 +160,7 @@ def preflight(model, data, config, device, amp) -> torch.Size:
     of the logits on those two samples."""
     loss_fn = resolve_loss(config.loss, data.task)
     batch = next(iter(data.train.batches(2, device)))
-    x, y = first_input(batch), targets_of(batch)
+    y = targets_of(batch)
     was_training = model.training
     model.eval()
     try:
@@ -168,7 +168,7 @@ def preflight(model, data, config, device, amp) -> torch.Size:
             # torch warns, then silently broadcasts, when a loss's target and input shapes differ: an error here
             warnings.filterwarnings("error", message="Using a target size", category=UserWarning)
             logits, loss = read_output(call(model, batch, takes_targets(model)))  # one forward pass
-            _check_outputs(logits, y, data, loss_fn)
+            check_outputs(logits, y, data, loss_fn)
             if config.loss is None and data.task == "classification" and logits.dim() == 2 and logits.shape[-1] == 1:
                 loss_fn = F.binary_cross_entropy_with_logits  # one logit: what the run will train with
             if loss is None:
@@ -178,17 +178,23 @@ def preflight(model, data, config, device, amp) -> torch.Size:
     except BigModelError:
         raise
     except Exception as exc:  # the user's model or loss raised: say where, and what the data looks like
-        targets = f", targets {list(y.shape)}" if y is not None else ""
-        shape = tuple(data.input_shape) or tuple(x.shape[1:])
-        fix = _dtype_fix(model, x) or (f"check that the model's input size matches the data's input shape "
-                                        f"{shape}{_classes_hint(data)}")
-        raise BigModelError(f"The model failed on a batch of '{data.name}' (inputs {list(x.shape)} {_dtype(x)}"
-                            f"{targets}): {describe_exception(exc)} — {fix}.") from None
+        raise model_failure(exc, model, data, batch) from None
     finally:
         model.train(was_training)
     if not torch.is_tensor(loss) or loss.dim() != 0:
         raise BigModelError("The loss must be a scalar tensor; check --loss or what the model returns.")
     return logits.shape
+
+
+def model_failure(exc: Exception, model, data, batch) -> BigModelError:
+    """The one sentence for a model (or loss) that raised on a batch of `data`: where, the batch's shapes, the fix."""
+    x, y = first_input(batch), targets_of(batch)
+    targets = f", targets {list(y.shape)}" if y is not None else ""
+    shape = tuple(data.input_shape) or tuple(x.shape[1:])
+    fix = _dtype_fix(model, x) or (f"check that the model's input size matches the data's input shape "
+                                    f"{shape}{_classes_hint(data)}")
+    return BigModelError(f"The model failed on a batch of '{data.name}' (inputs {list(x.shape)} {_dtype(x)}"
+                         f"{targets}): {describe_exception(exc)} — {fix}.")
 
 
 def call(model, batch, with_targets: bool = False):
@@ -199,7 +205,7 @@ def call(model, batch, with_targets: bool = False):
     return model(x, y) if with_targets else model(x)
 
 
-def _check_outputs(logits, y, data, loss_fn) -> None:
+def check_outputs(logits, y, data, loss_fn) -> None:
     """Outputs that cannot match the targets: fewer classes than the data has, or a shape the loss would
     broadcast. Said once, with the fix, instead of 'Target 6 is out of bounds' or a broadcasting warning."""
     if y is None:

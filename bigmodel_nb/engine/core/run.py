@@ -22,11 +22,11 @@ from .callbacks import Callback, CallbackList
 from .config import TrainConfig, optimizer_steps, plan
 from .device import check_compile, compiled, resolve_amp, resolve_device
 from .errors import BigModelError, describe_exception
-from .forward import preflight, resolve_loss
+from .forward import preflight
 from .loop import Loop
 from .memory import auto_batch_size, enable_activation_checkpointing
-from .metrics import evaluate_model
 from .optim import make_optimizer, make_schedule
+from .scores import score
 from .threads import train_in_background
 
 log = logging.getLogger("bigmodel_nb")
@@ -205,17 +205,20 @@ class Run:
         return self._elapsed_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
 
     # -- results -------------------------------------------------------------------------------
-    def evaluate(self, split: str = "test", batch_size: int = 256) -> dict:
-        """Loss (and accuracy for classification) on a split. Example: ``run.evaluate("test")["accuracy"]``"""
+    def evaluate(self, split: str = "test", batch_size: int | None = None, metrics=None) -> dict:
+        """The task's metrics on a split — the same dict as ``%evaluate``'s ``Evaluation.metrics`` (loss,
+        accuracy, precision/recall/F1, ECE; MAE/RMSE/R²; perplexity), the loss computed as the validation
+        rows compute it. Example: ``run.evaluate("test")["f1_macro"]``"""
+        self.check_finished()
+        batch_size = batch_size or max(256, self.config.batch_size)  # the validation's batches: the same loss
+        return score(self.model, self.data, split, loss=self.config.loss, batch_size=batch_size, amp=self.amp,
+                     metrics=metrics).metrics
+
+    def check_finished(self) -> None:
+        """One sentence if the run is still training (its weights are changing under an evaluation)."""
         if self.alive and self._steps is not None:
             raise BigModelError(f"Run '{self.name}' is still training; "
                                 f"call {self.name}.wait() or {self.name}.stop() first.")
-        data = getattr(self.data, split, None) if split in ("train", "val", "test") else None
-        if data is None or len(data) == 0:
-            present = [s for s in ("train", "val", "test") if getattr(self.data, s, None) is not None]
-            raise BigModelError(f"This data has no '{split}' split; use one of: {', '.join(present)}.")
-        return evaluate_model(self.model, data, batch_size=batch_size, device=self.device,
-                              loss_fn=resolve_loss(self.config.loss, self.data.task), task=self.data.task, amp=self.amp)
 
     def save(self, path) -> Path:
         """Write the model's weights (safetensors) with the run's config and last metrics as metadata."""

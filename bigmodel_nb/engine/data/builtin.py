@@ -27,7 +27,8 @@ def digits(seed: int, flatten: bool) -> DataBundle:
                     torch.from_numpy(y)) for X, y in parts]
     return DataBundle("digits", *splits, task="classification", num_classes=10, input_shape=shape,
                       info={"description": DATASETS["digits"], "mean": mean, "std": std,
-                            "source": "UCI optdigits via scikit-learn", "class_names": [str(i) for i in range(10)]})
+                            "source": "UCI optdigits via scikit-learn", "class_names": [str(i) for i in range(10)],
+                            "image_shape": (1, 8, 8)})
 
 
 @lru_cache(maxsize=1)

@@ -159,6 +159,7 @@ def cifar10(seed: int = 0, flatten: bool = True, limit: int | None = None):
               split(test_x, test_y)]
     return DataBundle("cifar10", *splits, task="classification", num_classes=10, input_shape=shape, info={
         "description": DATASETS["cifar10"], "mean": mean.tolist(), "std": std.tolist(), "path": str(folder),
-        "class_names": class_names, "source": f"CIFAR-10 (Krizhevsky 2009), the python-version archive from {url}",
+        "class_names": class_names, "image_shape": CIFAR10_SHAPE,
+        "source": f"CIFAR-10 (Krizhevsky 2009), the python-version archive from {url}",
         "split": f"val: a random {VAL_FRACTION:.0%} of the first {n:,} official training images (seed {seed}); "
                  "train: the rest; test: the official test set"})

@@ -118,7 +118,7 @@ def image_bundle(name: str, url: str, *, seed: int, flatten: bool, limit: int | 
               for x, y in ((train_x[train_idx], train_y[train_idx]), (train_x[val_idx], train_y[val_idx]),
                            (test_x, test_y))]
     return DataBundle(name, *splits, task="classification", num_classes=10, input_shape=shape, info={
-        "description": DATASETS[name], "mean": mean, "std": std, "path": str(folder),
+        "description": DATASETS[name], "mean": mean, "std": std, "path": str(folder), "image_shape": (1, *IMAGE_SHAPE),
         "split": f"val: a random {VAL_FRACTION:.0%} of the first {n:,} official training images (seed {seed}); "
                  "train: the rest; test: the official test set", **info})
 
