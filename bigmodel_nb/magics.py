@@ -105,6 +105,11 @@ class BigModelMagics(MagicsBase):
     @argument("--grad-clip", type=real_number, default=None, help="Clip the gradient norm to this value.")
     @argument("--val-every", type=whole_number, default=None, help="Validate every N steps (default: each epoch).")
     @argument("--log-every", type=whole_number, default=10, help="Steps between logged train rows.")
+    @argument("--early-stop", type=whole_number, default=None, metavar="N",
+              help="Stop after N validations without improvement; the model keeps the best validation's weights.")
+    @argument("--monitor", default="val_loss", help="What --early-stop and run.best watch: val_loss, val_accuracy.")
+    @argument("--min-delta", type=real_number, default=0.0, metavar="X",
+              help="With --early-stop: the smallest change that counts as an improvement.")
     @argument("--checkpoint", default=None, help="Folder for checkpoints (each epoch and at the end).")
     @argument("--resume", action="store_true", help="Continue from the last checkpoint in --checkpoint.")
     @argument("--background", action="store_true", help="Return at once; the run trains in the background.")
@@ -179,6 +184,7 @@ class BigModelMagics(MagicsBase):
             seed=args.seed, grad_clip=args.grad_clip, checkpoint=args.checkpoint, resume=args.resume,
             val_every=args.val_every, log_every=max(1, args.log_every), accumulate=args.accumulate,
             compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+            early_stop=args.early_stop, monitor=args.monitor, min_delta=args.min_delta,
         )
         _check_positive(options)
         source = ns.get(args.from_, args.from_) if args.from_ is not None else None  # a Run/model variable, or a path

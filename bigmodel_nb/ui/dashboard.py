@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+import logging
 import resource
 import threading
 import time
@@ -16,6 +17,7 @@ import time
 import torch
 
 from ..engine.core.callbacks import Callback
+from ..engine.core.scores import TASK_SCORES
 from ..engine.transfer.heads import trainable_counts
 from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
 from .figures import Series, fill_training_figure, training_figure_json, training_layout
@@ -25,6 +27,15 @@ TICK_S = 0.5  # status period: progress moves twice a second
 # the dashboard sends ≤ 2 + 4/1.5 ≈ 4.7 messages per second (measured in bench/ui.py).
 FIGURE_EVERY_S = 1.5
 TEXT_EVERY_S = 5.0  # text mode: one progress line at most this often
+# The final summary's metrics (on the validation split), by name as shown; each task has some of them.
+FINAL_METRICS = {"accuracy": "accuracy", "f1_macro": "F1 (macro)", "precision_macro": "precision (macro)",
+                 "recall_macro": "recall (macro)", "mae": "MAE", "rmse": "RMSE", "r2": "R²",
+                 "perplexity": "perplexity", "bits_per_char": "bits/char", "bits_per_token": "bits/token"}
+log = logging.getLogger("bigmodel_nb")
+
+
+def _pct(name: str, value: float) -> str:
+    return f"{value:.2%}" if name in ("accuracy", "f1_macro", "precision_macro", "recall_macro") else f"{value:.4g}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -57,6 +68,7 @@ class TrainingDashboard(Callback):
         self.classification = run.data.task == "classification"
         self.series = {"train": Series(), "val": Series()}
         self.samples_per_s = 0.0
+        self.final_metrics: dict = {}  # the main metrics on the validation split, once the run ends
         self.epochs = 0
         self.counts = trainable_counts(run.model)  # (trainable, frozen); refreshed each epoch (--unfreeze-after)
         self.messages = 0  # status + figure updates sent (benchmarks read it)
@@ -158,11 +170,23 @@ class TrainingDashboard(Callback):
             self.grad_panel.dirty = True
 
     def on_train_end(self, run, logs):
+        self.final_metrics = self._final_metrics(run)
         self._done.set()
         if self._render_thread is not None:
             self._render_thread.join()
             self.render(force=True)  # the last rows, so the widget itself also ends in the final state
         self.finish()
+
+    @staticmethod
+    def _final_metrics(run) -> dict:
+        """The task's main metrics on the validation split once the run ends (shown in the final summary)."""
+        if run.status == "failed" or run.data.val is None or not len(run.data.val):
+            return {}
+        try:
+            return run.evaluate("val", metrics=[m for m in FINAL_METRICS if m in TASK_SCORES.get(run.data.task, ())])
+        except Exception as exc:  # a summary line must never turn a finished run into an error
+            log.debug("final metrics failed: %s", exc)
+            return {}
 
     # -- rendering ---------------------------------------------------------------------------------
     def _render_loop(self) -> None:
@@ -235,7 +259,8 @@ class TrainingDashboard(Callback):
             self.messages += 2
 
     def _figure_bundle(self, final: bool = False) -> dict:
-        fig = training_figure_json(self.run.history, self.classification)
+        best = self.run.best if self.run.config.early_stop else None  # the weights the run ends with
+        fig = training_figure_json(self.run.history, self.classification, best)
         return figure_bundle(fig, f"<training curves of {self.run.name}: {len(self.run.history)} rows>", final)
 
     # -- text -------------------------------------------------------------------------------------
@@ -276,6 +301,9 @@ class TrainingDashboard(Callback):
                 "running": "running"}.get(run.status, run.status)
         text = f"{run.name} {head} at step {run.step}/{run.total_steps} in {fmt_duration(run.elapsed)}"
         last_val = self._last("val")
+        if last_val and run.config.early_stop and run.best and not run.alive:  # the weights it ended with
+            last_val = run.best
+            text += f" · best step {run.best['step']}"
         if last_val:
             text += f" · val loss {last_val['loss']:.4f}"
             if "accuracy" in last_val:
@@ -284,6 +312,9 @@ class TrainingDashboard(Callback):
             text += f" · train loss {self._last('train')['loss']:.4f}"
         if run.compile_time_s is not None:
             text += f" · compiled in {run.compile_time_s:.1f} s"
+        if self.final_metrics:
+            text += "\nval " + " · ".join(f"{FINAL_METRICS[k]} {_pct(k, v)}" for k, v in self.final_metrics.items())
+        text += "".join(f"\n{n}" for n in run.notes if n.startswith("early stop"))
         if run.error:
             text += f"\n{run.error}"
         return text

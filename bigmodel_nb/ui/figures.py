@@ -97,9 +97,10 @@ def _layout_json(classification: bool) -> tuple[str, dict]:
     return json.dumps(fig.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder), index
 
 
-def training_figure_json(history: list[dict], classification: bool) -> dict:
+def training_figure_json(history: list[dict], classification: bool, best: dict | None = None) -> dict:
     """`training_figure` as the Plotly JSON a static display bundle carries, built without validating a
-    figure object (~1 ms instead of ~30: a run's final snapshot is drawn on its training thread)."""
+    figure object (~1 ms instead of ~30: a run's final snapshot is drawn on its training thread).
+    `best`: a validation row marked on every panel (the weights --early-stop restored)."""
     template, index = _layout_json(classification)
     fig = json.loads(template)
     series = {"train": Series(), "val": Series()}
@@ -111,6 +112,14 @@ def training_figure_json(history: list[dict], classification: bool) -> dict:
         if metric == "lr" and len(y):  # as fill_training_figure: a constant LR is not centred in [-1, 1]
             axis = fig["data"][i].get("yaxis", "y").replace("y", "yaxis")
             fig["layout"].setdefault(axis, {})["range"] = [0, 1.15 * float(y.max()) or 1.0]
+    if best is not None:
+        axes = sorted({fig["data"][i].get("xaxis", "x") for i in index.values()})
+        fig["layout"]["shapes"] = [{"type": "line", "xref": axis, "yref": "paper", "x0": best["step"],
+                                    "x1": best["step"], "y0": 0, "y1": 1,
+                                    "line": {"color": "#2ca02c", "dash": "dot", "width": 2}} for axis in axes]
+        fig["layout"].setdefault("annotations", []).append({
+            "xref": axes[0], "yref": "paper", "x": best["step"], "y": 1, "yanchor": "bottom", "showarrow": False,
+            "text": f"best (step {best['step']}): weights kept", "font": {"color": "#2ca02c", "size": 11}})
     return fig
 
 

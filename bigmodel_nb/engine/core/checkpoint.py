@@ -201,8 +201,10 @@ def latest_checkpoint(directory) -> Path | None:
 
 
 def save_training_state(directory, *, model, optimizer=None, scaler=None, scheduler=None,
-                        state: dict, keep: int = 2) -> Path:
-    """Save model, optimizer, scaler, scheduler, RNG and ``state`` as ``directory/ckpt-{step:08d}/``.
+                        state: dict, keep: int = 2, best_weights: dict | None = None) -> Path:
+    """Save model, optimizer, scaler, scheduler, RNG and ``state`` as ``directory/ckpt-{step:08d}/``
+    (and `best_weights`, the best validation's state dict with --early-stop; `load_training_state`
+    returns it as ``state["best_weights"]``).
 
     Example: ``save_training_state("runs/x", model=m, optimizer=opt, state={"step": 100, "epoch": 2})``
     """
@@ -218,6 +220,7 @@ def save_training_state(directory, *, model, optimizer=None, scaler=None, schedu
     directory.mkdir(parents=True, exist_ok=True)
     parts = {"optimizer": optimizer, "scaler": scaler, "scheduler": scheduler}
     extras = {k: None if obj is None else obj.state_dict() for k, obj in parts.items()}
+    extras["best_weights"] = best_weights
     extras["rng"] = {"torch": torch.get_rng_state(),
                      "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     name = f"ckpt-{state['step']:08d}"
@@ -283,4 +286,7 @@ def load_training_state(directory, *, model, optimizer=None, scaler=None, schedu
         cuda = extras["rng"].get("cuda") or []
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-    return {k: v for k, v in state.items() if k not in ("complete", "format_version")}
+    state = {k: v for k, v in state.items() if k not in ("complete", "format_version")}
+    if extras.get("best_weights") is not None:
+        state["best_weights"] = extras["best_weights"]
+    return state

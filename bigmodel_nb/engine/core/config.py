@@ -30,6 +30,9 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimizer step: an effective batch of batch_size × accumulate
     compile: bool = False  # torch.compile the model (compile time is reported apart from step time)
     activation_checkpointing: bool = False  # recompute transformer blocks in backward: less memory
+    early_stop: int | None = None  # stop after this many validations without improvement; keep the best weights
+    monitor: str = "val_loss"  # the validation metric that decides the best row (run.best) and early stopping
+    min_delta: float = 0.0  # the smallest change of `monitor` that counts as an improvement
 
     def to_dict(self) -> dict:
         return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))

@@ -49,6 +49,7 @@ class Loop:
                          params=[p for p in self.model.parameters() if p.requires_grad],
                          with_targets=takes_targets(self.model))
         self._finite_weights: list[torch.Tensor] | None = None
+        self.stopping_early = False  # --early-stop: the last validation was the N-th without improvement
         # Only a callback that overrides on_after_backward costs anything per step (e.g. a gradient recorder).
         self.after_backward = run.callbacks.overrides("on_after_backward")
 
@@ -126,7 +127,7 @@ class Loop:
                 run.emit("on_step_end", logs)
                 if cfg.val_every and run.step % cfg.val_every == 0:
                     self._validate()
-                if run.step >= last_in_epoch:
+                if run.step >= last_in_epoch or self.stopping_early:
                     break
             if run.stop_requested:
                 if metrics.samples and not self._log_train(metrics, {"step": run.step, "epoch": run.epoch,
@@ -137,7 +138,7 @@ class Loop:
                 self._validate()
             run.emit("on_epoch_end", {"epoch": run.epoch, "step": run.step})
             run.save_checkpoint()
-            if run.step >= self.total_steps:
+            if run.step >= self.total_steps or self.stopping_early:
                 break
 
     def _log_train(self, metrics: Metrics, logs: dict) -> bool:
@@ -163,8 +164,8 @@ class Loop:
                              loss_fn=self.loss_fn, task=self.task, amp=self.amp)
         row = {"step": self.run.step, "epoch": self.run.epoch, "split": "val", **row, "time": self.run.elapsed}
         self.run.history.append(row)
-        if self.run.best is None or row["loss"] < self.run.best["loss"]:
-            self.run.best = row
+        self.stopping_early = self.run.validation.update(row, self.model)
+        self.run.best = self.run.validation.best
         if self.schedule_on_validation:
             self.schedule.step(row["loss"])
         self.run.emit("on_eval_end", dict(row))

@@ -21,6 +21,7 @@ from .batches import targets_of
 from .callbacks import Callback, CallbackList
 from .config import TrainConfig, optimizer_steps, plan
 from .device import check_compile, compiled, resolve_amp, resolve_device
+from .early_stop import BestValidation
 from .errors import BigModelError, describe_exception
 from .forward import preflight
 from .loop import Loop
@@ -59,7 +60,12 @@ class Run:
         self.config = config = config or TrainConfig()
         self.name = name
         self.model = model
-        self.data = as_bundle(data)
+        self.data = _binary(as_bundle(data), config)
+        self.validation = BestValidation(config.monitor, patience=config.early_stop, min_delta=config.min_delta,
+                                         task=self.data.task)  # run.best, and --early-stop
+        if config.early_stop and (self.data.val is None or not len(self.data.val)):
+            raise BigModelError(f"--early-stop watches the validation split, and '{self.data.name}' has none; give "
+                                "validation data (e.g. data={'train': ..., 'val': ...}, or val_data in the cell).")
         self.device = resolve_device(config.device)
         self.amp = resolve_amp(config.amp, self.device)
         self.callbacks = CallbackList(callbacks)  # the run's event bus
@@ -118,7 +124,6 @@ class Run:
             self._load_checkpoint()
         elif config.seed is not None:
             torch.manual_seed(config.seed)  # dropout and other in-model randomness
-        self.data = _binary(self.data, config)
         logits = preflight(model, self.data, config, self.device, self.amp)
         if self.data.task == "classification" and config.loss is None and len(logits) == 2 and logits[-1] == 1:
             config.loss = "bce"  # one logit per sample: binary cross-entropy on it (cross-entropy would be 0)
@@ -265,7 +270,10 @@ class Run:
         try:
             yield from self._loop()
             if self.status != "failed":
-                self.save_checkpoint()
+                self.save_checkpoint()  # the last state, which --resume continues from
+                note = self.validation.restore(self.model)  # --early-stop: the best validation's weights
+                if note:
+                    self.notes.append(note)
                 self.status = "stopped" if self._stop_requested else "completed"
         except Exception as exc:  # the user's model raised mid-run: keep everything, say where
             self.fail(f"Training failed at step {self.step}: {describe_exception(exc)}")
@@ -311,14 +319,15 @@ class Run:
     def _state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "seed": self.seed, "history": self.history,
                 "best": self.best, "config": self.config.to_dict(), "data": self.data.name,
-                "elapsed": self.elapsed}
+                "elapsed": self.elapsed, "early_stop": self.validation.state()}
 
     def save_checkpoint(self) -> None:
         """Write a training checkpoint to --checkpoint (if given), once per step."""
         if not self.config.checkpoint or self._saved_step == self.step:
             return
         ckpt.save_training_state(self.config.checkpoint, model=self.model, optimizer=self.optimizer,
-                                 scaler=self.scaler, scheduler=self.schedule, state=self._state())
+                                 scaler=self.scaler, scheduler=self.schedule, state=self._state(),
+                                 best_weights=self.validation.weights)
         self._saved_step = self.step
 
     def _load_checkpoint(self) -> None:
@@ -329,6 +338,7 @@ class Run:
         self.step, self.epoch = state["step"], state["epoch"]
         self.seed = state["seed"]
         self.history, self.best = list(state["history"]), state.get("best")
+        self.validation.load(state.get("early_stop", {}), self.best, state.get("best_weights"))
         self._elapsed_before = state.get("elapsed", 0.0)
         self._saved_step = self.step
 

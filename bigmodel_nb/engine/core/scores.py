@@ -224,6 +224,8 @@ class _Tracker:
         metrics = dict(sorted(metrics.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         if confusion is not None:
             confusion = confusion.long()
+            # exact, as the validation rows count it (torchmetrics' own accuracy is a float32 ratio)
+            metrics["accuracy"] = float(confusion.trace()) / max(1, int(confusion.sum()))
         return Scores(metrics=metrics, confusion=confusion, per_class=per_class, notes=tuple(self.notes), **records)
 
 

@@ -210,8 +210,10 @@ class DistributedRun(Run):
             self.fail(f"Ray Train failed: {_worker_error(outcome['error'])}")
             return
         state = outcome["result"].return_value
-        if state:
+        if state:  # the last weights, or with --early-stop the best validation's
             self.model.load_state_dict({k: torch.tensor(v) for k, v in state.items()})
+            if self.config.early_stop and self.best is not None:
+                self.notes.append(self.validation.describe())
 
     def _planned_steps(self) -> int:
         self._steps_per_epoch = optimizer_steps(self.config, self.data.train)
@@ -231,9 +233,11 @@ class DistributedRun(Run):
             self.emit("on_step_end", dict(message))
         elif kind == "val":
             self.history.append(message)
-            if self.best is None or message["loss"] < self.best["loss"]:
-                self.best = message
+            self.validation.update(message)  # the weights stay on the workers: rank 0 returns the best ones
+            self.best = self.validation.best
             self.emit("on_eval_end", dict(message))
+        elif kind == "early_stop":
+            self.validation.stopped_at = message["step"]
 
 
 def _worker_error(exc: BaseException) -> str:
@@ -260,6 +264,7 @@ def train_worker(cfg: dict) -> dict | None:
     from ..core.batches import batch_len, take
     from ..core.callbacks import CallbackList
     from ..core.config import optimizer_steps, plan
+    from ..core.early_stop import BestValidation
     from ..core.forward import resolve_loss
     from ..core.metrics import Metrics, evaluate_model
     from ..core.optim import make_optimizer, make_schedule, steps_on_validation
@@ -274,12 +279,14 @@ def train_worker(cfg: dict) -> dict | None:
     steps_per_epoch = optimizer_steps(config, data.train)
     epochs, total_steps = plan(config, steps_per_epoch)
     step, start_epoch, saved = 0, 0, None
+    tracker = BestValidation(config.monitor, patience=config.early_stop, min_delta=config.min_delta, task=data.task)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restart after a failure: carry on from the last epoch saved
         with checkpoint.as_directory() as folder:
             saved = torch.load(Path(folder) / "state.pt", map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         step, start_epoch = int(saved["step"]), int(saved["epoch"])
+        tracker.load(saved.get("early_stop") or {}, saved.get("best"), saved.get("best_weights"))
         if rank == 0:
             updates.put({"kind": "restart", "step": step})
     # FSDP shards the model in place (and it cannot be deep-copied after), so rank 0 keeps an unsharded
@@ -342,20 +349,29 @@ def train_worker(cfg: dict) -> dict | None:
                 plain.load_state_dict(state)
             val = evaluate_model(plain, data.val, batch_size=max(256, config.batch_size), device=device,
                                  loss_fn=loss_fn, task=data.task, amp=amp)
-            updates.put({"kind": "val", "step": step, "epoch": epoch + 1, "split": "val", **val})
+            row = {"step": step, "epoch": epoch + 1, "split": "val", **val}
+            updates.put({"kind": "val", **row})
+            if tracker.update(row, plain):
+                updates.put({"kind": "early_stop", "step": step})
+        if config.early_stop:  # rank 0 decides; every rank stops after the same epoch
+            flag = torch.tensor([float(rank == 0 and tracker.stopped_at is not None)], device=device)
+            dist.broadcast(flag, 0)
+            stopping = stopping or bool(flag.item())
         # --schedule plateau: rank 0's validation loss, on every rank
         if steps_on_validation(schedule) and data.val is not None and len(data.val):
             val_loss = torch.tensor([val["loss"] if rank == 0 else 0.0], device=device)
             dist.broadcast(val_loss, 0)
             schedule.step(float(val_loss))
         bus.emit("on_epoch_end", here, {"epoch": epoch + 1, "step": step})
-        _report(rank, step, epoch + 1, state, optimizer_state, schedule)
+        _report(rank, step, epoch + 1, state, optimizer_state, schedule, tracker)
         if stopping or step >= total_steps:
             break
     if state is None:  # restarted after the last epoch's checkpoint: nothing left to train
         state = get_model_state_dict(wrapped, options=FULL)
     bus.emit("on_train_end", here, {"step": step, "status": "stopped" if stopping else "completed"})
-    return {k: v.numpy() for k, v in state.items()} if rank == 0 else None  # Ray returns no tensors
+    if tracker.weights is not None:  # --early-stop: the best validation's weights, not the last ones
+        state = tracker.weights
+    return {k: v.cpu().numpy() for k, v in state.items()} if rank == 0 else None  # Ray returns no tensors
 
 
 @dataclass
@@ -398,7 +414,7 @@ def _gradient_sync(wrapped, sync: bool):
     return contextlib.nullcontext()
 
 
-def _report(rank: int, step: int, epoch: int, state: dict, optimizer_state: dict, schedule) -> None:
+def _report(rank: int, step: int, epoch: int, state: dict, optimizer_state: dict, schedule, tracker) -> None:
     """Each epoch: every rank reports (a barrier); rank 0 attaches the checkpoint a restart resumes from."""
     import ray.train
 
@@ -407,5 +423,7 @@ def _report(rank: int, step: int, epoch: int, state: dict, optimizer_state: dict
         return
     with tempfile.TemporaryDirectory() as folder:
         torch.save({"model": state, "optimizer": optimizer_state, "step": step, "epoch": epoch,
-                    "schedule": schedule.state_dict() if schedule is not None else None}, Path(folder) / "state.pt")
+                    "schedule": schedule.state_dict() if schedule is not None else None,
+                    "early_stop": tracker.state(), "best": tracker.best, "best_weights": tracker.weights},
+                   Path(folder) / "state.pt")
         ray.train.report({"step": step, "epoch": epoch}, checkpoint=ray.train.Checkpoint.from_directory(folder))

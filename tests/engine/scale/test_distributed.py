@@ -65,14 +65,17 @@ class DiesOnce(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("strategy, batch_size, accumulate, kill", [("ddp", 64, 1, False), ("fsdp", 32, 2, True)])
+@pytest.mark.parametrize("strategy, batch_size, accumulate, kill, early", [("ddp", 64, 1, False, True),
+                                                                         ("fsdp", 32, 2, True, False)])
 def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_worker(digits, tmp_path, strategy,
-                                                                                   batch_size, accumulate, kill):
+                                                                                   batch_size, accumulate, kill, early):
     """One Ray run per strategy (~45–65 s each here): the finished run equals one process with the same global
     batch (accumulated over 2 micro-batches under FSDP). Under FSDP a worker also dies in epoch 2 and the
     group restarts from the epoch-1 checkpoint, weights and Adam's moments resharded (the restart code is
-    the same for DDP; one restart keeps CI's time in hand)."""
-    config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=batch_size, accumulate=accumulate)
+    the same for DDP; one restart keeps CI's time in hand). Under DDP --early-stop 1 with a min-delta no
+    change reaches stops every worker after epoch 2, and the epoch-1 weights come back, as in one process."""
+    config = dict(epochs=3, seed=0, optimizer="adam", lr=0.01, batch_size=batch_size, accumulate=accumulate,
+                  **(dict(early_stop=1, min_delta=10.0) if early else {}))
     live = Live()
     run = DistributedRun(DiesOnce(tmp_path / "died", at=25 * accumulate if kill else -1), digits,
                          TrainConfig(checkpoint=str(tmp_path / "ckpt"), **config), workers=2, strategy=strategy)
@@ -84,7 +87,11 @@ def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_work
     # Tolerance: float sums in another order (the workers' gradients are all-reduced).
     for a, b in zip(run.rows("train"), single.rows("train"), strict=True):  # epoch 2 is in the history once
         assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
-    assert [r["step"] for r in run.rows("val")] == [20, 40, 60]
+    assert [r["step"] for r in run.rows("val")] == ([20, 40] if early else [20, 40, 60])
+    assert [r["step"] for r in single.rows("val")] == [r["step"] for r in run.rows("val")]
+    if early:  # the best (first) validation's weights, in the notebook's model and in its notes
+        assert run.best["step"] == 20 and any("early stop: stopped at step 40" in n for n in run.notes), run.notes
+        assert single.evaluate("val")["loss"] == pytest.approx(run.best["loss"], rel=1e-5)
     for p, q in zip(run.model.net.parameters(), single.model.parameters()):  # the trained weights came back
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert live.rows and all(status == "running" for _, status in live.rows)  # while fit() was going
