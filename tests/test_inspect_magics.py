@@ -101,3 +101,35 @@ def test_compress_applies_steps_in_line_order_and_keeps_the_original(ip):
     with pytest.raises(UsageError, match="Nothing to do"):
         ip.run_line_magic("compress", "model")
     ip.user_ns.pop("compression", None)
+
+
+def test_evaluate_a_run_or_a_model_and_store_the_evaluation(ip, capsys):
+    ip.run_line_magic("train", "--data digits --epochs 1 --seed 0 --quiet")
+    ip.run_line_magic("evaluate", "")  # the run, by default
+    ev = ip.user_ns["evaluation"]
+    assert ev.metrics == ip.user_ns["run"].evaluate("test") and ev.size == 270
+    out = capsys.readouterr().out
+    assert "evaluate: 'digits' test, 270 samples" in out and "f1_macro" in out and "top losses:" in out
+    ip.run_line_magic("evaluate", "model --split val --metrics accuracy,f1_macro --name val_eval")
+    assert list(ip.user_ns.pop("val_eval").metrics) == ["accuracy", "f1_macro"]  # the run's data, found by model
+    ip.run_line_magic("evaluate", "model --data digits --split validation --name ev2")
+    assert ip.user_ns.pop("ev2").split == "validation"
+    ip.user_ns.pop("evaluation")
+
+
+def test_evaluate_errors_are_one_sentence(ip):
+    ip.run_line_magic("train", "--data digits --steps 2 --quiet")
+    with pytest.raises(UsageError, match=r"'digits' has no 'tst' split; use --split train or val or test"):
+        ip.run_line_magic("evaluate", "run --split tst")
+    with pytest.raises(UsageError, match=r"Unknown metric for classification 'f1'.*\(did you mean 'f1_macro'\?\)"):
+        ip.run_line_magic("evaluate", "run --metrics f1")
+    with pytest.raises(UsageError, match=r"failed on a batch of 'spirals' \(inputs \[\d+, 2\].*input size matches"):
+        ip.run_line_magic("evaluate", "run --data spirals")
+    with pytest.raises(UsageError, match="No variable named 'nothere'"):
+        ip.run_line_magic("evaluate", "nothere")
+    ip.run_cell("fresh = nn.Linear(64, 10)\nnumber = 3")
+    with pytest.raises(UsageError, match=r"No data to evaluate 'fresh' on; pass --data digits"):
+        ip.run_line_magic("evaluate", "fresh")
+    with pytest.raises(UsageError, match=r"takes a Run or a torch.nn.Module, not a int"):
+        ip.run_line_magic("evaluate", "number --data digits")
+    assert "evaluation" not in ip.user_ns

@@ -59,6 +59,63 @@ pd.DataFrame(run.rows("val"))[["epoch", "step", "loss", "accuracy"]].tail(3)""")
     code("""test = run.evaluate("test")
 print(f"test loss {test['loss']:.3f} · test accuracy {test['accuracy']:.3f}")
 assert test["accuracy"] >= 0.95, test"""),
+    md(r"""### Loss or metric?
+The run reports two kinds of numbers, and they do different jobs.
+
+- **Cross-entropy is the training loss**: $L = -\frac{1}{N}\sum_i \log p_\theta(y_i \mid x_i)$, the mean negative
+  log-probability the model gives the true class. It uses the probabilities themselves, so it changes
+  smoothly with the weights and is differentiable: backpropagation computes $\nabla_\theta L$ and the
+  optimizer minimises it. It is reported on the test set too (`loss` above), but it is the objective,
+  not a count of right decisions.
+- **Accuracy, precision, recall and F1 are metrics**: what we report. They depend only on the decision
+  $\hat y = \arg\max_c p_\theta(c \mid x)$, so they stay constant under small weight changes and jump when a
+  decision flips — their gradient is zero almost everywhere, and they cannot be trained on directly.
+
+The two can disagree: a model that becomes less sure of its right answers has a higher loss at the
+same accuracy.
+
+For class $c$, read the confusion matrix $M$ (rows: true class, columns: predicted class):
+$TP_c = M_{cc}$, $FP_c$ = the rest of column $c$ (predicted $c$, but another class), $FN_c$ = the rest of
+row $c$ (class $c$, predicted as another).
+
+- precision $P_c = TP_c / (TP_c + FP_c)$ — of the samples predicted $c$, the share that are $c$;
+- recall $R_c = TP_c / (TP_c + FN_c)$ — of the samples of class $c$, the share found;
+- F1 $= 2 P_c R_c / (P_c + R_c)$, their harmonic mean (low if either is low);
+- accuracy $= \sum_c TP_c / N$, the diagonal over the total;
+- **macro** average: the plain mean over the classes, so every class counts the same however rare;
+  the *weighted* average weights each class by its support (its number of test samples).
+
+A class that is never predicted has no precision ($0/0$); torchmetrics counts it as 0.
+
+The cell computes them by hand with plain torch, then checks them against `bigmodel_nb.evaluate`
+(which uses torchmetrics)."""),
+    code("""X, y = run.data.test.tensors()
+run.model.eval()
+with torch.no_grad():
+    predicted = run.model(X).argmax(dim=1)
+
+C = run.data.num_classes
+confusion = torch.zeros(C, C, dtype=torch.long)   # rows: true class, columns: predicted class
+for true_class, predicted_class in zip(y.tolist(), predicted.tolist()):
+    confusion[true_class, predicted_class] += 1
+
+tp = confusion.diag().double()
+fp = confusion.sum(dim=0) - tp                      # column total minus the diagonal
+fn = confusion.sum(dim=1) - tp                      # row total minus the diagonal
+precision, recall = tp / (tp + fp), tp / (tp + fn)
+f1 = 2 * precision * recall / (precision + recall)
+print("accuracy:", round(tp.sum().item() / len(y), 4))
+print("precision per class:", [round(v, 2) for v in precision.tolist()])
+print("recall per class:   ", [round(v, 2) for v in recall.tolist()])
+print(f"macro: precision {precision.mean():.4f} · recall {recall.mean():.4f} · F1 {f1.mean():.4f}")
+
+evaluation = bigmodel_nb.evaluate(run, show=False)   # the library's numbers, not drawn
+assert torch.equal(confusion, evaluation.confusion)
+for name, by_hand in (("precision", precision), ("recall", recall), ("f1", f1)):
+    library = torch.tensor([row[name] for row in evaluation.per_class], dtype=torch.float64)
+    assert torch.allclose(by_hand, library, atol=1e-6), name
+    assert abs(by_hand.mean().item() - evaluation.metrics[name + "_macro"]) < 1e-6, name
+print("same as bigmodel_nb.evaluate: confusion matrix identical, per-class and macro values within 1e-6")"""),
     md("""### What `%%train` does, written by hand
 The engine runs the plain PyTorch loop below — with the same seed and the same batches it gives the
 same losses. The check recomputes one epoch by hand and compares it with `bigmodel_nb.fit`."""),
@@ -116,6 +173,63 @@ model = nn.Sequential(
     code("""cnn_test = cnn_run.evaluate("test")
 print(f"CNN test accuracy {cnn_test['accuracy']:.3f}")
 assert cnn_test["accuracy"] >= 0.95"""),
+    md("""### The full report: `%evaluate`
+`%evaluate` scores a finished run (or a model with `--data`) on a split — the test split unless
+`--split` says otherwise — and stores an `Evaluation` in `evaluation` (`--name` picks another variable):
+`.metrics`, `.per_class`, `.confusion`, `.top_losses(k)`, `.most_confused(k)`, `.example(index)`."""),
+    code("%evaluate cnn_run"),
+    md(r"""How to read it:
+
+- **Confusion matrix** — row = true digit, column = prediction; the diagonal holds the correct answers,
+  every cell off it is one kind of mistake. *row-normalised* divides each row by its total, so the
+  diagonal becomes each class's recall. **Most confused** lists the largest off-diagonal cells
+  (true → predicted, with their counts): the pairs of digits the model mixes up.
+- **Top losses** — the test samples with the highest loss $-\log p(\text{true class})$, each titled with its
+  index in the test split, the true label, the prediction and the probability the model gave that
+  prediction. A wrong answer given with high probability costs the most; a right answer given with low
+  probability can appear too. Look at them: some are badly written or ambiguous digits (a few data sets
+  even hold wrong labels), others show what the model has not learned. `evaluation.example(i)`
+  returns the input of sample `i`.
+- **Reliability curve** — the predictions are grouped in 15 bins by confidence (the probability of the
+  predicted class); each bar is the accuracy in its bin. A calibrated model is right 90% of the time
+  when it says 90%, so the bars follow the diagonal; a bar below it means over-confidence, above it
+  under-confidence. The **ECE** (expected calibration error) sums the gaps, weighted by how many
+  samples fall in each bin:
+  $\mathrm{ECE} = \sum_b \frac{n_b}{N}\,\lvert \mathrm{acc}_b - \mathrm{conf}_b \rvert$.
+
+The top losses and the ECE by hand, checked against the report:"""),
+    code("""X_images, y_images = cnn_run.data.test.tensors()
+cnn_run.model.eval()
+with torch.no_grad():
+    logits = cnn_run.model(X_images)
+sample_losses = F.cross_entropy(logits, y_images, reduction="none")   # -log p(true class), one per sample
+worst = sample_losses.topk(5)
+print("highest losses at test samples", worst.indices.tolist())
+assert worst.indices.tolist() == [r["index"] for r in evaluation.top_losses(5)]
+
+confidence, guess = logits.softmax(dim=1).max(dim=1)
+correct = (guess == y_images).double()
+edges = torch.linspace(0, 1, 16)                     # 15 equal-width bins, as torchmetrics:
+bin_of = torch.bucketize(confidence, edges, right=True) - 1   # bin b: edges[b] <= confidence < edges[b + 1]
+ece = 0.0
+for b in bin_of.unique():
+    inside = bin_of == b
+    ece += inside.double().mean() * (correct[inside].mean() - confidence[inside].double().mean()).abs()
+print(f"ECE by hand {ece:.4f} · from %evaluate {evaluation.metrics['ece']:.4f}")
+assert abs(ece - evaluation.metrics["ece"]) < 1e-5"""),
+    md("""## Early stopping
+`--early-stop N` watches the validation loss (`--monitor val_accuracy` watches accuracy instead) and
+stops after N validations in a row without improvement — usually a sign that the model has started
+to overfit. The last weights are then N validations past the best ones, so the run **restores the best
+validation's weights** into `run.model` (`run.best` is that validation row): the model you evaluate
+and save is the best one seen, not the last. The choice is made on the validation split, so the test
+split stays unseen."""),
+    code("""%%train --data digits --epochs 40 --lr 3e-3 --early-stop 3 --seed 0 --name early_run --quiet
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))"""),
+    code("""print(early_run.notes[-1])
+print("best validation:", {k: round(early_run.best[k], 4) for k in ("epoch", "step", "loss", "accuracy")})
+# the restored model scores exactly the best validation row, not the last one
+assert abs(early_run.evaluate("val")["loss"] - early_run.best["loss"]) < 1e-6"""),
     md("""## From Python
 Every magic has a Python twin. `bigmodel_nb.train` shows the same dashboard; `bigmodel_nb.fit` trains
 without any display (scripts, tests, a cluster).

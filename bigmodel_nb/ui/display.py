@@ -79,7 +79,7 @@ def _cdn_script() -> str:
 
 
 def show_figure(fig, text: str) -> None:
-    """A static figure under the cell (with `text` as its plain-text form); just `text` outside a kernel."""
+    """`text` printed, then (in a kernel) the static figure with `text` as its plain-text form."""
     print(text)
     if in_kernel():
         from IPython.display import display

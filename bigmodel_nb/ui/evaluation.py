@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .display import STYLE, in_kernel, show_figure
+from .display import STYLE, figure_bundle, in_kernel
 from .tables import rows_html, rows_text
 
 GALLERY = 12  # top-loss examples shown
@@ -23,7 +23,7 @@ EVAL_STYLE = """<style>
 .bmnb-eval .bmnb-note{color:#555;font-size:12px}
 .bmnb-eval pre{white-space:pre-wrap;background:#f6f6f6;padding:6px;max-width:900px}
 </style>"""
-PERCENT = ("accuracy", "precision", "recall", "f1", "ece")  # metric names shown as percentages
+PERCENT = ("accuracy", "precision", "recall", "f1")  # metric names shown as percentages (ECE as the curve shows it)
 
 
 def _fmt(name: str, value) -> str:
@@ -133,11 +133,13 @@ def confusion_figure(evaluation) -> go.Figure:
                                  visible=i == 0, name=name, showscale=False,
                                  hovertemplate="true %{y} → predicted %{x}: %{text}<extra></extra>"))
     fig.update_layout(
-        title=f"Confusion matrix ({ev.split}, {ev.size} samples)", template="plotly_white", height=420,
-        width=480, margin=dict(l=60, r=20, t=70, b=50),
+        title=dict(text=f"Confusion matrix ({ev.split}, {ev.size} samples)", y=0.97, yanchor="top"),
+        template="plotly_white", height=450, width=480, margin=dict(l=60, r=20, t=95, b=50),
         xaxis=dict(title="predicted", type="category", side="bottom"),
         yaxis=dict(title="true", type="category", autorange="reversed"),
-        updatemenus=[dict(type="buttons", direction="right", x=1, y=1.14, xanchor="right", showactive=True, buttons=[
+        updatemenus=[dict(type="buttons", direction="right", x=0, xanchor="left", y=1.02, yanchor="bottom",
+                          # plotly draws the active button #F4FAFF: on grey buttons it stands out
+                          showactive=True, active=0, bgcolor="#dddddd", bordercolor="#999999", buttons=[
             dict(label="counts", method="update", args=[{"visible": [True, False]}]),
             dict(label="row-normalised", method="update", args=[{"visible": [False, True]}])])])
     return fig
@@ -159,8 +161,8 @@ def calibration_figure(evaluation) -> go.Figure:
     ece = ev.metrics.get("ece")
     fig.update_layout(title="Reliability" + (f" — ECE {ece:.3f}" if ece is not None else ""), height=360, width=480,
                       template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), bargap=0,
-                      xaxis=dict(title="confidence (probability of the predicted class)", range=[0, 1]),
-                      yaxis=dict(title="accuracy", range=[0, 1]), legend=dict(orientation="h", y=-0.25))
+                      xaxis=dict(title="confidence (probability of the predicted class)", range=[0, 1.02]),
+                      yaxis=dict(title="accuracy", range=[0, 1.05]), legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -218,10 +220,13 @@ def show_evaluation(evaluation) -> None:
     from IPython.display import display
 
     display({"text/html": evaluation_html(evaluation), "text/plain": evaluation_text(evaluation)}, raw=True)
+    figures = []
     if evaluation.confusion is not None:
-        show_figure(confusion_figure(evaluation), f"<confusion matrix: {len(evaluation.confusion)} classes>")
+        figures.append((confusion_figure(evaluation), f"<confusion matrix: {len(evaluation.confusion)} classes>"))
     gallery = gallery_figure(evaluation)
     if gallery is not None:
-        show_figure(gallery, f"<top {len(_gallery_images(evaluation))} losses>")
+        figures.append((gallery, f"<top {len(gallery.data)} losses>"))
     if evaluation.calibration:
-        show_figure(calibration_figure(evaluation), "<reliability curve>")
+        figures.append((calibration_figure(evaluation), "<reliability curve>"))
+    for fig, text in figures:  # static figures: a saved or converted notebook keeps them
+        display(figure_bundle(fig, text), raw=True)

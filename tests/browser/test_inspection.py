@@ -1,6 +1,7 @@
 """Looking inside a model in a real JupyterLab: the live gradient panel of `%%train --watch-grads`
 grows while training and leaves a static figure + `run.gradients` behind; `%attention`'s heatmap,
-its layer/head dropdown (clicked in the page) and the all-heads grid; `%grads`' figure and flags."""
+its layer/head dropdown (clicked in the page) and the all-heads grid; `%grads`' figure and flags;
+`%evaluate`'s tables, confusion matrix (counts ↔ row shares), top-loss gallery and reliability curve."""
 import time
 
 MODEL = "model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))"
@@ -188,3 +189,102 @@ def test_grads_magic_renders_figure_and_flags(lab_page):
     assert "report 2 30 completed" in outputs[3]
     assert "Traceback" not in "".join(outputs)
     assert not lab_page.errors
+
+
+# The z of heatmap `i` of a plot as nested numbers: a plain array, a typed array or plotly.py's
+# {dtype, bdata, shape} spec in `data`, else `_fullData` (decoded, but empty for hidden traces).
+HEATMAP_Z_JS = """(p, i) => {
+  const decode = (v) => {
+    if (!v || Array.isArray(v) || ArrayBuffer.isView(v)) return v;
+    if (!v.bdata) return null;
+    const bytes = Uint8Array.from(atob(v.bdata), c => c.charCodeAt(0)).buffer;
+    const T = {i1: Int8Array, u1: Uint8Array, i2: Int16Array, u2: Uint16Array, i4: Int32Array,
+               u4: Uint32Array, f4: Float32Array, f8: Float64Array}[v.dtype];
+    const flat = Array.from(new T(bytes)), [r, c] = String(v.shape).split(',').map(Number);
+    return c ? Array.from({length: r}, (_, k) => flat.slice(k * c, (k + 1) * c)) : flat;
+  };
+  const z = decode(p.data[i].z) || ((p._fullData || [])[i] || {}).z || [];
+  return Array.from(z, row => Array.from(row, Number));
+}"""
+
+
+def test_evaluate_report_renders(lab_page):
+    from bigmodel_nb.engine import load_dataset
+
+    test = load_dataset("digits").test
+    test_size = len(test)
+    cells = ["%load_ext bigmodel_nb",
+             "import torch; from torch import nn\ntorch.manual_seed(0)\n"
+             "model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))",
+             "%train --data digits --epochs 2 --seed 0 --quiet",
+             "%evaluate run"]
+    lab_page.open(cells, dest="evaluate.ipynb")
+    lab_page.run_all()
+    lab_page.wait_idle(timeout=90)
+    page = lab_page.page
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=20_000)
+    outputs = lab_page.cell_outputs()
+    assert "Traceback" not in "".join(outputs), outputs
+    ev_cell = page.locator(".jp-Notebook .jp-Cell").nth(3)
+    figures = ev_cell.locator(".js-plotly-plot")
+    assert figures.count() == 3, plots(page)
+    confusion, gallery, reliability = plots(page)[-3:]  # the three figures of the %evaluate cell
+
+    # The HTML block: header, metrics table with f1_macro, the per-class table.
+    block = ev_cell.locator(".bmnb-eval")
+    assert block.count() == 1
+    text = block.inner_text()
+    assert f"{test_size} samples" in text and "Per class" in text, text
+    tables = block.locator("table")
+    assert tables.count() >= 2, text
+    assert "f1_macro" in tables.nth(0).inner_text() and "accuracy" in tables.nth(0).inner_text(), text
+    assert "precision" in tables.nth(1).inner_text() and "support" in tables.nth(1).inner_text(), text
+
+    # The confusion matrix: counts shown, a 10 × 10 z over the whole test split, drawn as an image.
+    assert confusion["types"] == ["heatmap", "heatmap"] and confusion["visible"] == [True, False], confusion
+    assert confusion["menus"] == [["counts", "row-normalised"]], confusion
+    assert f"{test_size} samples" in confusion["title"]
+    plot = figures.nth(0)
+    counts = plot.evaluate(HEATMAP_Z_JS, 0)
+    assert len(counts) == 10 and all(len(row) == 10 for row in counts), counts
+    assert sum(map(sum, counts)) == test_size, counts
+    assert sum(counts[i][i] for i in range(10)) > test_size // 2, counts  # a trained model: mostly diagonal
+    assert plot.locator(".hm image").count() == 1
+
+    # "row-normalised" shows the other trace: each true class's row sums to 1.
+    plot.locator(".updatemenu-button", has_text="row-normalised").click()
+    page.wait_for_function("p => p.data[1].visible === true && p.data[0].visible === false",
+                           arg=plot.element_handle(), timeout=5_000)
+    shares = plot.evaluate(HEATMAP_Z_JS, 1)
+    assert len(shares) == 10 and all(abs(sum(row) - 1) < 1e-6 for row in shares), shares
+    assert plot.locator(".hm image").count() == 1
+
+    # The top-loss gallery: 12 image heatmaps, each titled with its index, true label and prediction.
+    assert gallery["types"] == ["heatmap"] * 12, gallery
+    images = [figures.nth(1).evaluate(HEATMAP_Z_JS, i) for i in range(12)]
+    assert all(len(z) == 8 and all(len(row) == 8 for row in z) for z in images), images  # 8 × 8 digits
+    titles = figures.nth(1).evaluate("p => (p.layout.annotations || []).map(a => a.text)")
+    assert len(titles) == 12 and all("true" in t and "pred" in t and t.startswith("#") for t in titles), titles
+    assert figures.nth(1).locator(".hm image").count() == 12
+    # Drawn upright and not transposed: each image is its test sample's 8 × 8 pixels, row 0 at the top.
+    for title, z in zip(titles, images):
+        index, true = int(title[1:].split()[0]), int(title.split("true ")[1].split("<br>")[0])
+        assert int(test.y[index]) == true, title
+        expected = test.X[index].reshape(8, 8).tolist()
+        assert all(abs(a - b) < 1e-4 for zr, er in zip(z, expected) for a, b in zip(zr, er)), (title, z)
+    ranges = figures.nth(1).evaluate("p => Object.keys(p._fullLayout).filter(k => /^yaxis\\d*$/.test(k))"
+                                     ".map(k => p._fullLayout[k].range)")
+    assert len(ranges) == 12 and all(r[0] > r[1] for r in ranges), ranges  # y reversed: row 0 on top
+
+    # The reliability curve: bars per bin and the mean-confidence markers.
+    assert reliability["types"][:2] == ["bar", "scatter"], reliability
+    assert "Reliability" in reliability["title"]
+
+    page.mouse.move(5, 500)  # no hover toolbar over the figures in the screenshots
+    page.wait_for_timeout(300)
+    lab_page.screenshot("evaluate")
+    for i, name in ((0, "confusion"), (1, "gallery"), (2, "reliability")):  # the notebook panel scrolls
+        figures.nth(i).evaluate("p => p.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(200)
+        lab_page.screenshot(f"evaluate-{name}")
+    assert not lab_page.errors, lab_page.errors

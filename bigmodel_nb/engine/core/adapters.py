@@ -81,8 +81,12 @@ def _split_rows(whole: Split, fractions, seed: int) -> dict:
     order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed))
     rows = dict(zip(("train", "val", "test"), order.split(sizes(len(whole), *fractions))))
     if isinstance(whole.X, Mapping):
-        return {k: Split(take(whole.X, i)) if len(i) else None for k, i in rows.items()}
-    return {k: Split(whole.X[i], whole.y[i]) if len(i) else None for k, i in rows.items()}
+        splits = {k: Split(take(whole.X, i)) if len(i) else None for k, i in rows.items()}
+    else:
+        splits = {k: Split(whole.X[i], whole.y[i]) if len(i) else None for k, i in rows.items()}
+    if splits["train"] is not None:
+        splits["train"].class_names = whole.class_names
+    return splits
 
 
 def _with_target(data, target: str):
@@ -144,7 +148,11 @@ def _hf_split(ds) -> Split:
                             "padding='max_length')) or pass a DataLoader with collate_fn=DataCollatorWithPadding(...).")
     if "label" in columns and "labels" not in columns:
         columns["labels"] = columns.pop("label")  # what Hugging Face models take
-    return Split(columns)
+    split = Split(columns)
+    feature = next((ds.features[k] for k in ("label", "labels") if k in ds.features), None)
+    if type(feature).__name__ == "ClassLabel":  # its names label %evaluate's confusion matrix and gallery
+        split.class_names = list(feature.names)
+    return split
 
 
 def _numeric_feature(feature) -> bool:
@@ -158,7 +166,14 @@ def _numeric_feature(feature) -> bool:
 
 
 def _dataset_split(ds: Dataset) -> Split:
-    """In memory when that is exact and cheap (see _MEMORY_*), else streamed through a DataLoader."""
+    """In memory when that is exact and cheap (see _MEMORY_*), else streamed through a DataLoader; with the
+    class names the dataset declares (torchvision's `classes`)."""
+    split = _read_dataset(ds)
+    split.class_names = _declared_names(ds)
+    return split
+
+
+def _read_dataset(ds: Dataset) -> Split:
     if (view := _tensor_view(ds)) is not None:
         return Split(*view)
     try:
@@ -213,8 +228,9 @@ def _bundle(name: str, splits: dict, task: str | None) -> DataBundle:
             num_classes = 1 + max(int(t.max()) for s in memory for t in _class_tensors(s, task) if t.numel())
         else:
             num_classes = _declared_classes(train.dataset if train.dataset is not None else train.loader.dataset)
+    names = train.class_names or (_declared_names(train.loader.dataset) if train.loader is not None else None)
     return DataBundle(name, train, splits.get("val"), splits.get("test"), task=task, num_classes=num_classes,
-                      input_shape=tuple(x.shape[1:]))
+                      input_shape=tuple(x.shape[1:]), info={"class_names": names} if names else {})
 
 
 def _class_tensors(whole, task: str) -> list[torch.Tensor]:
@@ -230,6 +246,14 @@ def _declared_classes(ds) -> int | None:
     if ds is None:
         return None
     return len(ds.classes) if hasattr(ds, "classes") else int(torch.as_tensor(ds.targets).max()) + 1
+
+
+def _declared_names(ds) -> list[str] | None:
+    """torchvision-style `classes` (a list of names), looking through Subset wrappers."""
+    while ds is not None and not hasattr(ds, "classes"):
+        ds = getattr(ds, "dataset", None)
+    names = getattr(ds, "classes", None)
+    return [str(c) for c in names] if isinstance(names, (list, tuple)) and names else None
 
 
 def _is_xy(data) -> bool:

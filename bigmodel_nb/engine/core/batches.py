@@ -106,6 +106,7 @@ class Split:
                                 "wrap it in a DataLoader instead.")
         self.X = self.y = None
         self.dataset, self.loader, self.num_workers = dataset, loader, num_workers
+        self.class_names: list[str] | None = None  # the label names the source declares (Hugging Face ClassLabel)
         self._cache: dict[torch.device, tuple] = {}
         self._memory: Split | None = None  # a Dataset/DataLoader materialised by tensors()
         if X is None:
@@ -169,7 +170,7 @@ class Split:
                 for i in range(skip * bs, n, bs):
                     yield X[i:i + bs], y[i:i + bs]
                 return
-            for idx in order[skip * bs:].split(bs):
+            for idx in order[skip * bs:].split(bs) if skip * bs < n else ():  # one slice of the order per batch
                 yield X[idx], y[idx]
             return
         indices = (order if order is not None else torch.arange(n))[skip * bs:].tolist()

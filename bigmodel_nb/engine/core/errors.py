@@ -40,6 +40,6 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> BigModelErro
     Example: ``raise unknown_choice("optimizer", "adma", OPTIMIZERS)``
     """
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1)
+    close = difflib.get_close_matches(name, choices, n=1) or [c for c in choices if name and c.startswith(name)][:1]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return BigModelError(f"Unknown {kind} '{name}'; choose one of: {', '.join(choices)}{hint}.")

@@ -119,19 +119,22 @@ def evaluate(model, data, split: str = "test", *, loss=None, batch_size: int = 2
 
 
 def reliability(scores: Scores, bins: int = CALIBRATION_BINS) -> list[dict]:
-    """Confidence against accuracy in equal-width bins of the predicted class's probability (the bins of the
-    expected calibration error: ECE = Σ count/N · |accuracy − confidence|)."""
+    """Confidence against accuracy in equal-width bins of the predicted class's probability, binned as
+    torchmetrics bins the expected calibration error (ECE = Σ count/N · |accuracy − confidence|): bin i is
+    [i/bins, (i+1)/bins), and a confidence of exactly 1 (float32 softmax can give it) has a bin of its own."""
     if scores.probability is None or scores.targets is None or not len(scores.probability):
         return []
     confidence = scores.probability.double()
     hit = (scores.predicted == scores.targets).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    which = torch.bucketize(confidence, edges[1:-1], right=True)  # bin i: [edges[i], edges[i+1]), as torchmetrics
+    which = torch.bucketize(confidence, edges, right=True) - 1
     rows = []
-    for i in range(bins):
+    for i in range(bins + 1):
         inside = which == i
         n = int(inside.sum())
-        rows.append({"lo": float(edges[i]), "hi": float(edges[i + 1]), "count": n,
+        if i == bins and not n:  # the bin of certainty [1, 1], shown only when some prediction is certain
+            break
+        rows.append({"lo": float(edges[i]), "hi": float(edges[min(i + 1, bins)]), "count": n,
                      "confidence": float(confidence[inside].mean()) if n else None,
                      "accuracy": float(hit[inside].mean()) if n else None})
     return rows

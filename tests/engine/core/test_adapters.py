@@ -136,3 +136,24 @@ def test_inputs_of_the_wrong_kind_are_one_sentence_with_the_fix():
     with pytest.raises(BigModelError, match="starts with an Embedding, which takes integer token ids"):
         fit(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(16, 2)),
             (np.random.rand(30, 4), np.random.randint(0, 2, 30)), epochs=1)
+
+
+def test_declared_class_names_reach_the_bundle():
+    """%evaluate labels its confusion matrix and gallery with them: a Hugging Face ClassLabel, torchvision `classes`."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    features = Features({"input_ids": Sequence(Value("int64")), "label": ClassLabel(names=["neg", "pos"])})
+    hf = Dataset.from_dict({"input_ids": [[1, 2, 3]] * 20, "label": [0, 1] * 10}, features=features)
+    assert as_bundle(hf).info["class_names"] == ["neg", "pos"]
+
+    class Pets(torch.utils.data.Dataset):
+        classes = ["cat", "dog"]
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.full((3,), float(i)), i % 2
+
+    assert as_bundle(Pets()).info["class_names"] == ["cat", "dog"]
+    assert "class_names" not in as_bundle((torch.randn(20, 3), torch.randint(0, 2, (20,)))).info

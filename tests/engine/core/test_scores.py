@@ -148,12 +148,3 @@ def test_bad_input_is_one_sentence(wine_run, tmp_path):
     with pytest.raises(BigModelError, match=r"failed on a batch of 'data' \(inputs \[\d+, 13\].*input size"):
         score(nn.Linear(4, 3), wine_run.data)
 
-
-def test_a_run_still_training_is_refused(mlp, slow):
-    run = Run(mlp(), "digits", TrainConfig(epochs=50)).start([slow])
-    try:
-        with pytest.raises(BigModelError, match=r"still training; call run.wait\(\) or run.stop\(\) first"):
-            run.evaluate("test")
-    finally:
-        run.stop().wait()
-    assert "accuracy" in run.evaluate("test")
