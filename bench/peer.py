@@ -12,6 +12,7 @@ alternate and medians are compared:
   lightning   lightning.Trainer(accelerator="cpu", max_steps=600), no progress bar, logger, checkpointing,
               model summary or sanity validation; the same batches through a DataLoader, validation each epoch
   background  the engine in a worker thread (--background): Run(...).start().wait()
+  fit, no system sampler   fit(..., system=False): what the ~1 Hz run.system sampler costs (with --system)
 
 Lightning is a bench-only dependency: .venv/bin/pip install -c constraints.txt -r bench/requirements.txt
 Run: .venv/bin/python bench/peer.py [--repeats 7 --steps 600 --before]  (or: make bench-peer)
@@ -173,6 +174,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--system", action="store_true", help="also time fit without the run.system sampler")
     parser.add_argument("--before", action="store_true",
                         help="also time --background with a plain threading.Thread (run.py before threads.py)")
     args = parser.parse_args()
@@ -214,6 +216,9 @@ def main():
     }
     if args.before:
         variants["background, plain thread"] = with_plain_thread(run_background)
+    if args.system:
+        variants["fit, no system sampler"] = lambda m: bigmodel_nb.fit(m, data, steps=steps, batch_size=BATCH, lr=LR,
+                                                                       seed=SEED, system=False)
 
     def measure():
         for fn in variants.values():  # warm-up: imports (plotly, Lightning), first widgets
@@ -262,6 +267,8 @@ def main():
     if args.before:
         checks.append(("plain-thread background / fit (before the fix)", med["background, plain thread"] / med["fit"],
                        1.10, "≤"))
+    if args.system:  # the sampler should cost nothing visible: within the noise of alternating repeats
+        checks.append(("fit / fit without the system sampler", med["fit"] / med["fit, no system sampler"], 1.02, "≤"))
     for label, value, target, op in checks:
         ok = value <= target if op == "≤" else value >= target
         print(f"{label:<48}{value:>7.3f}  target {op} {target:.2f}: {'PASS' if ok else 'FAIL'}")

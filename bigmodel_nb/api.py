@@ -41,7 +41,7 @@ def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new
                 freeze: str | None = None, unfreeze_after: int | None = None, watch_grads: bool = False,
                 watch_every: int = 1, workers: int | None = None, gpus_per_worker: float = 0,
                 cluster: str | None = None, strategy: str = "ddp", target: str | None = None, announce=None,
-                **options):
+                log_dir=None, kind: str = "train", system: bool = True, **options):
     """Check every option, apply the transfer options to `model` and build the `Run` (a `DistributedRun`
     with `workers`); returns ``(run, callbacks, recorder)``. Nothing trains yet.
     Example: ``run, callbacks, _ = prepare_run(model, "digits", epochs=2)``"""
@@ -73,13 +73,18 @@ def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new
         if announce is not None:
             announce("\n".join(setup.lines()))
         callbacks = [*setup.callbacks, *callbacks]
+    from .engine.tracking import RunLogger, SystemSampler
+
+    log_dir = log_dir if log_dir is not None else default_log_dir()
+    logger = RunLogger(log_dir) if log_dir else None  # checked now: an unwritable folder is said before training
     if workers is not None:
         from .engine.scale.distributed import DistributedRun
 
         run = DistributedRun(model, data, config, name=name, optimizer=instance, workers=workers,
-                             gpus_per_worker=gpus_per_worker, cluster=cluster, strategy=strategy)
+                             gpus_per_worker=gpus_per_worker, cluster=cluster, strategy=strategy, kind=kind)
     else:
-        run = Run(model, data, config, name=name, optimizer=instance)
+        run = Run(model, data, config, name=name, optimizer=instance, kind=kind)
+    callbacks = [*([SystemSampler()] if system else []), *callbacks, *([logger] if logger else [])]
     recorder = None
     if watch_grads:  # off by default: then nothing is recorded and no step pays for it
         from .engine.inspect.grads import GradientRecorder
@@ -87,6 +92,25 @@ def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new
         recorder = GradientRecorder(run.model, every=watch_every)
         callbacks.append(recorder)  # before any dashboard, so its report is ready when the dashboard ends
     return run, callbacks, recorder
+
+
+_LOG_DIR: list = [None]  # the session's default --log-dir (%runs --log-dir DIR), over $BIGMODEL_NB_LOG_DIR
+
+
+def set_log_dir(directory) -> None:
+    """Log every later run of the session to `directory` (None: stop). Example: ``set_log_dir("runs")``"""
+    if directory is not None:
+        from .engine.tracking import check_writable
+
+        check_writable(directory)
+    _LOG_DIR[0] = directory
+
+
+def default_log_dir():
+    """The folder runs are logged to when `log_dir=` is not given: `set_log_dir`'s, else $BIGMODEL_NB_LOG_DIR."""
+    import os
+
+    return _LOG_DIR[0] if _LOG_DIR[0] is not None else (os.environ.get("BIGMODEL_NB_LOG_DIR") or None)
 
 
 def fit(model, data, *, background: bool = False, **options) -> Run:
@@ -297,4 +321,17 @@ def evaluate(target, data=None, *, split: str = "test", metrics=None, batch_size
         from .ui.evaluation import show_evaluation
 
         show_evaluation(result)
+    return result
+
+
+def runs(log_dir=None, *, show: bool = True):
+    """Every run of the session (and those logged under `log_dir`) in one table, curves overlaid in a notebook;
+    the options of %runs. Example: ``bigmodel_nb.runs("runs").table()``"""
+    from .engine.tracking import collect
+
+    result = collect(log_dir)
+    if show:
+        from .ui.runs import show_runs
+
+        show_runs(result)
     return result

@@ -110,6 +110,8 @@ class BigModelMagics(MagicsBase):
     @argument("--monitor", default="val_loss", help="What --early-stop and run.best watch: val_loss, val_accuracy.")
     @argument("--min-delta", type=real_number, default=0.0, metavar="X",
               help="With --early-stop: the smallest change that counts as an improvement.")
+    @argument("--log-dir", default=None, metavar="DIR",
+              help="Write the run as it trains to DIR/<name>-<time>/ (JSON lines, TensorBoard events, weights).")
     @argument("--checkpoint", default=None, help="Folder for checkpoints (each epoch and at the end).")
     @argument("--resume", action="store_true", help="Continue from the last checkpoint in --checkpoint.")
     @argument("--background", action="store_true", help="Return at once; the run trains in the background.")
@@ -192,7 +194,7 @@ class BigModelMagics(MagicsBase):
               publish=lambda run: ns.__setitem__(args.name, run), watch_grads=args.watch_grads,
               watch_every=args.watch_every, from_=source, new_head=args.new_head, freeze=args.freeze,
               unfreeze_after=args.unfreeze_after, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-              cluster=args.cluster, strategy=args.strategy, **options)
+              cluster=args.cluster, strategy=args.strategy, log_dir=args.log_dir, **options)
         return None
 
     def _stop_previous(self, name: str) -> None:
@@ -274,6 +276,29 @@ class BigModelMagics(MagicsBase):
                          end_lr=args.end_lr, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
                          device=args.device, seed=args.seed)
         self.shell.user_ns[args.name] = result
+        return None
+
+    @magic_arguments()
+    @argument("directory", nargs="?", default=None, help="Also list the runs logged under this --log-dir folder.")
+    @argument("--log-dir", default=None, metavar="DIR",
+              help="Write every later run of the session to DIR (off: stop).")
+    @argument("--name", type=result_name, default="runs", help="Variable that receives the Runs (default: runs).")
+    @line_magic
+    @user_errors
+    def runs(self, line: str):
+        """Every run of the session (and those logged under DIR) in one table, with their curves overlaid.
+
+        %runs logs
+        """
+        from .api import default_log_dir, runs, set_log_dir
+
+        args = parse(self.runs, line)
+        if args.log_dir is not None:
+            set_log_dir(None if args.log_dir == "off" else args.log_dir)
+            where = default_log_dir()
+            print(f"Runs of this session are written to {where}/<name>-<time>/." if where else
+                  "Runs of this session are no longer written to disk.")
+        self.shell.user_ns[args.name] = runs(args.directory)
         return None
 
     @magic_arguments()

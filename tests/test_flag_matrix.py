@@ -32,6 +32,7 @@ FLAGS = {
     "--gpus-per-worker": "--gpus-per-worker 1", "--cluster": "--cluster 127.0.0.1:1", "--strategy": "--strategy fsdp",
     "--quiet": "", "--background": "--background", "--accumulate": "--accumulate 2", "--compile": "--compile",
     "--batch-size auto": "--batch-size auto", "--workers": "--workers 2", "--early-stop": "--early-stop 1",
+    "--log-dir": "--log-dir {dir}",
     "--monitor": "--early-stop 2 --monitor val_accuracy", "--min-delta": "--early-stop 2 --min-delta 0.01",
 }
 MODIFIERS = {"workers": "--workers 2", "background": "--background", "compile": "--compile",

@@ -179,3 +179,31 @@ def test_a_pandas_frame_with_its_target_column(ip):
     with pytest.raises(UsageError, match=r"No column 'label' in the data"):
         ip.run_cell_magic("train", "--data df --target label --quiet", "model = nn.Linear(30, 1)")
     ip.user_ns.pop("df")
+
+
+def test_runs_lists_the_session_and_a_log_dir_and_sets_the_session_default(ip, tmp_path, capsys):
+    from bigmodel_nb.api import default_log_dir
+
+    mlp = "model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))"
+    ip.run_cell_magic("train", f"--data digits --steps 4 --quiet --log-dir {tmp_path} --name logged", mlp)
+    ip.run_line_magic("runs", f"--log-dir {tmp_path / 'default'}")  # every later run goes there
+    try:
+        assert default_log_dir() == str(tmp_path / "default")
+        ip.run_cell_magic("train", "--data digits --steps 4 --quiet --name later", mlp)
+        assert ip.user_ns["later"].log_dir.parent == tmp_path / "default"
+    finally:
+        ip.run_line_magic("runs", "--log-dir off")
+    assert default_log_dir() is None
+    out = capsys.readouterr().out
+    assert f"Runs of this session are written to {tmp_path / 'default'}/<name>-<time>/." in out
+    assert "no longer written to disk" in out
+    ip.run_line_magic("runs", f"{tmp_path} --name table")
+    table = ip.user_ns.pop("table")
+    logged = ip.user_ns.pop("logged")
+    assert table[logged.number].path == logged.log_dir  # listed once: the session's run is the logged one
+    assert sum(r.path == logged.log_dir for r in table) == 1
+    with pytest.raises(UsageError, match=r"No folder '.*nowhere'; pass the --log-dir the runs were written to"):
+        ip.run_line_magic("runs", f"{tmp_path / 'nowhere'}")
+    with pytest.raises(UsageError, match="Cannot write the run's logs to"):
+        ip.run_line_magic("runs", "--log-dir /proc/forbidden")
+    ip.user_ns.pop("later", None)

@@ -26,7 +26,7 @@ from ..core.errors import BigModelError, unknown_choice
 from ..core.forward import preflight, resolve_loss, takes_targets
 from ..core.metrics import Metrics
 from ..core.optim import OPTIMIZERS, default_lr, make_optimizer
-from ..core.run import Run
+from ..core.run import Run, register_result
 
 
 @dataclass
@@ -54,6 +54,19 @@ class Comparison:
 
     def rows(self, optimizer: str, split: str = "train") -> list[dict]:
         return [r for r in self.history if r["optimizer"] == optimizer and r["split"] == split]
+
+    number: int | None = None  # its number among the session's runs (%runs)
+    context: dict = field(default_factory=dict)  # data, model, params, config, lrs, elapsed
+
+    def run_records(self) -> list[dict]:
+        """One row per optimizer in the fields of the %runs table (a stacked comparison has no Run each)."""
+        c = self.context
+        return [{"name": name, "number": self.number, "kind": "compare", "status": self.status,
+                 "data": c.get("data", "?"), "model": c.get("model", "?"), "params": c.get("params"),
+                 "config": {**c.get("config", {}), "optimizer": name, "lr": c.get("lrs", {}).get(name)},
+                 "history": [{k: v for k, v in r.items() if k != "optimizer"} for r in self.history
+                             if r["optimizer"] == name], "elapsed": c.get("elapsed")}
+                for name in self.results]
 
 
 def parse_lrs(spec, names: list[str]) -> dict[str, float] | str:
@@ -147,7 +160,13 @@ class OptimizerComparison:
         fair = {"same_initial_weights": True, "same_batches": True, "batch_order_seed": self.config.seed,
                 "initial_weights_checksum": float(sum(v.double().sum() for v in init.values()
                                                       if v.is_floating_point()))}
-        return Comparison(results, history, mode, fair, self.status, notes)
+        comparison = Comparison(results, history, mode, fair, self.status, notes)
+        # One row per optimizer in %runs (the stacked copies have no Run; the sequential Runs are not kept)
+        comparison.number = register_result(comparison)
+        comparison.context = {"data": self.data.name, "model": type(self.model).__name__,
+                              "params": sum(p.numel() for p in self.model.parameters()),
+                              "config": self.config.to_dict(), "lrs": dict(self.lrs), "elapsed": wall}
+        return comparison
 
     def _auto_lrs(self, init) -> dict[str, float]:
         from ..inspect.lr_find import lr_find
@@ -263,7 +282,7 @@ class OptimizerComparison:
                 break
             replica = self._replica(init)
             config = TrainConfig(**{**self.config.__dict__, "optimizer": name, "lr": self.lrs[name]})
-            run = Run(replica, self.data, config, [_Relay(self, name, history)], name=name)
+            run = Run(replica, self.data, config, [_Relay(self, name, history)], name=name, kind="compare")
             run.run_here()
             if run.status == "failed":
                 diverged_at[name] = run.step

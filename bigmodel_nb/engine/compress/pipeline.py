@@ -332,9 +332,9 @@ def _train(report, step, model, bundle, config, callbacks, trainer) -> Run:
     file the Run in ``report.runs`` under the step's label. A run still paused afterwards is stopped
     (the stage ends there); a failed run raises."""
     if trainer is None:
-        run = Run(model, bundle, config, list(callbacks), name=step.kind).run_here()
+        run = Run(model, bundle, config, list(callbacks), name=step.kind, kind=step.kind).run_here()
     else:
-        run = trainer(model, bundle, config, name=step.kind, callbacks=list(callbacks))
+        run = trainer(model, bundle, config, name=step.kind, kind=step.kind, callbacks=list(callbacks))
     if run.alive:
         run.stop()
         run.wait()

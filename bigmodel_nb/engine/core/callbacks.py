@@ -17,7 +17,7 @@ from collections.abc import Iterable
 log = logging.getLogger("bigmodel_nb")
 
 HOOKS = ("on_train_begin", "on_epoch_begin", "on_after_backward", "on_step_end", "on_eval_end", "on_epoch_end",
-         "on_train_end", "on_exception", "on_stage_end", "on_gradients")
+         "on_train_end", "on_exception", "on_stage_end", "on_gradients", "on_system")
 
 
 class Callback:
@@ -41,6 +41,7 @@ class Callback:
     def on_exception(self, run, logs: dict) -> None: ...
     def on_stage_end(self, source, logs: dict) -> None: ...  # a compression stage's report row
     def on_gradients(self, source, logs: dict) -> None: ...  # a gradient recorder has new norms
+    def on_system(self, run, logs: dict) -> None: ...  # a system sample (CPU, memory, GPU), about once a second
 
 
 class CallbackList:

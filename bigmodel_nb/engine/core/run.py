@@ -45,20 +45,38 @@ def runs() -> list[Run]:
     return [run for _, run in sorted(_REGISTRY.items())]
 
 
+# Results whose training the %runs table lists without a `Run` each (an optimizer comparison), held weakly
+# too; each has `run_records()`, its rows in that table.
+_RESULTS: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
+
+
+def register_result(result) -> int:
+    """Add a result with `run_records()` to the session's runs (the %runs table); returns its number."""
+    number = next(_NUMBERS)
+    _RESULTS[number] = result
+    return number
+
+
+def results() -> list:
+    """The registered results still held somewhere, oldest first."""
+    return [result for _, result in sorted(_RESULTS.items())]
+
+
 class Run:
     """A training run. ``run = Run(model, "digits", TrainConfig(epochs=5)).run_here()``
 
     Fields (contract): ``status`` (running|paused|completed|stopped|failed), ``history``
-    (list of row dicts), ``model``, ``best`` (best validation row), ``error`` (one sentence).
+    (list of row dicts), ``model``, ``best`` (best validation row), ``error`` (one sentence),
+    ``system`` (samples of CPU, memory and GPU), ``kind``, ``log_dir``.
     """
 
     def __init__(self, model: torch.nn.Module, data, config: TrainConfig | None = None,
-                 callbacks: Iterable[Callback] = (), *, optimizer=None, name: str = "run"):
+                 callbacks: Iterable[Callback] = (), *, optimizer=None, name: str = "run", kind: str = "train"):
         if not isinstance(model, torch.nn.Module):
             raise BigModelError(f"Expected a torch.nn.Module to train, got {type(model).__name__}; "
                                 "define `model = nn.Sequential(...)` (or pass --model NAME).")
         self.config = config = config or TrainConfig()
-        self.name = name
+        self.name, self.kind = name, kind  # kind: train, compare, finetune, distill, sweep (the %runs table)
         self.model = model
         self.data = _binary(as_bundle(data), config)
         self.validation = BestValidation(config.monitor, patience=config.early_stop, min_delta=config.min_delta,
@@ -87,6 +105,8 @@ class Run:
 
         self.compile_time_s: float | None = None  # the first step's time with --compile (it compiles)
         self.notes: list[str] = []  # what the big-model options did, for the dashboard
+        self.system: list[dict] = []  # ~1 Hz samples of CPU, memory and GPU while training (engine.tracking)
+        self.log_dir: Path | None = None  # the folder --log-dir writes this run to
         self.number = next(_NUMBERS)  # the order of creation in this session
 
         model.to(self.device)

@@ -97,7 +97,7 @@ class DistributedRun(Run):
 
     def __init__(self, model, data, config=None, callbacks=(), *, workers: int, gpus_per_worker: float = 0,
                  cluster: str | None = None, strategy: str = "ddp", max_failures: int = 1, name: str = "run",
-                 optimizer=None):
+                 optimizer=None, kind: str = "train"):
         if isinstance(optimizer, str):  # a name, as bigmodel_nb.train(..., optimizer="sgd") passes it
             config, optimizer = replace(config or TrainConfig(), optimizer=optimizer), None
         if optimizer is not None:
@@ -120,7 +120,7 @@ class DistributedRun(Run):
             resolve_amp(config.amp, "cpu")
         # With GPU workers the notebook's copy stays on the CPU: on a local cluster its GPU is a worker's.
         here = replace(config, amp="off", device="cpu" if gpus_per_worker else config.device)
-        super().__init__(model, data, here, callbacks, name=name)
+        super().__init__(model, data, here, callbacks, name=name, kind=kind)
         self.config = replace(self.config, amp=config.amp, device=config.device)
         if self.config.batch_size % workers:
             raise BigModelError(f"--batch-size {self.config.batch_size} is the global batch and must split evenly "
