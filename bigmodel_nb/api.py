@@ -66,6 +66,12 @@ def prepare_run(model, data, *, name: str = "run", callbacks=(), from_=None, new
         raise BigModelError("--new-head replaces the head after the optimizer was made, so that optimizer cannot "
                             "hold it; leave the optimizer to --optimizer.")
     callbacks = list(callbacks)
+    from .engine.sweep import Sweep
+
+    if isinstance(from_, Sweep):  # --from sweep: the best trial's weights
+        if not from_.best or from_.best.get("run") is None:
+            raise BigModelError("This sweep has no finished trial to start from; run more trials first.")
+        from_ = from_.best["run"]
     if any(v is not None for v in (from_, new_head, freeze, unfreeze_after)):
         from .engine.transfer import prepare
 
@@ -334,4 +340,65 @@ def runs(log_dir=None, *, show: bool = True):
         from .ui.runs import show_runs
 
         show_runs(result)
+    return result
+
+
+def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss", prune: str = "median",
+          storage: str | None = None, study: str | None = None, timeout: float | None = None, seed: int | None = 0,
+          show: bool = True, **options):
+    """A hyperparameter search (Optuna): `space` maps a training option (``lr``, ``batch_size``, ...) or an
+    argument of `build` to a range ``"1e-4..1e-1:log"``, choices ``"32,64,128"`` (or a list) or one value;
+    `build(**its arguments)` returns a fresh model per trial. The options of %%sweep; the other keyword
+    arguments are `train`'s. Example: ``bigmodel_nb.sweep(lambda hidden: MLP(hidden), "digits",
+    {"lr": "1e-4..1e-1:log", "hidden": [32, 64]}, trials=10, epochs=3).best``"""
+    import inspect
+
+    from .engine.sweep import Param, parse_space
+
+    texts = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in space.items()}
+    searched, fixed = parse_space({k: v for k, v in texts.items() if not isinstance(v, Param)})
+    searched.update({k: v for k, v in texts.items() if isinstance(v, Param)})
+    try:
+        takes = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        takes = {}
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in takes.values())
+    for name in {**searched, **fixed}:
+        if name not in CONFIG_FIELDS and name not in takes and not accepts_any:
+            builder = getattr(build, "__name__", "build")
+            raise BigModelError(f"'{name}' is neither a training option nor an argument of {builder}(); add it to "
+                                f"its parameters, or use one of: {', '.join(CONFIG_FIELDS)}.")
+
+    def train_trial(params, callbacks, name, quiet):
+        values = {**fixed, **params}
+        model = build(**{k: v for k, v in values.items() if k not in CONFIG_FIELDS})
+        return train(model, data, name=name, kind="sweep", callbacks=callbacks, monitor=metric, quiet=quiet,
+                     **{"seed": seed, **options, **{k: v for k, v in values.items() if k in CONFIG_FIELDS}})
+
+    return sweep_with(train_trial, searched, trials=trials, metric=metric, prune=prune, storage=storage, study=study,
+                      timeout=timeout, seed=seed, show=show)
+
+
+def sweep_with(train_trial, space: dict, *, trials: int = 20, metric: str = "val_loss", prune: str = "median",
+               storage: str | None = None, study: str | None = None, timeout: float | None = None,
+               seed: int | None = 0, show: bool = True):
+    """`sweep` with its own trial: `train_trial(params, callbacks, name, quiet)` trains one and returns the Run
+    (%%sweep re-runs the cell body and its %%train line). Example: ``sweep_with(train_trial, space, trials=5)``"""
+    from .engine.sweep import run_sweep
+
+    view = None
+    if show:
+        from .ui.sweep import SweepView
+
+        view = SweepView(trials=trials, metric=metric).show()
+
+    def one(params, callbacks, name):
+        if view is None:
+            return train_trial(params, callbacks, name, True)
+        return view.train_trial(lambda quiet: train_trial(params, callbacks, name, quiet))
+
+    result = run_sweep(one, space, trials=trials, metric=metric, prune=prune, storage=storage, study_name=study,
+                       timeout=timeout, seed=seed, on_trial=view.trial_done if view is not None else None)
+    if view is not None:
+        view.finish(result)
     return result

@@ -2,11 +2,12 @@
 through the ui, store the result. Every user mistake becomes one `UsageError` sentence."""
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .engine.core.errors import BigModelError
@@ -20,6 +21,8 @@ from .parsing import (
     result_name,
     seed_value,
     shown,
+    split_sweep,
+    unquote,
     variable_name,
     whole_number,
 )
@@ -145,6 +148,12 @@ class BigModelMagics(MagicsBase):
         %%train --data digits --epochs 5
         model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
         """
+        self._train(line, cell)
+        return None
+
+    def _train(self, line: str, cell: str | None, publish: bool = True, **extra):
+        """%%train itself; `extra` goes to `api.train` (a sweep's trials add callbacks, kind and quiet).
+        Returns the Run, or None when the cell body failed."""
         import torch
 
         from .api import train
@@ -190,12 +199,86 @@ class BigModelMagics(MagicsBase):
         )
         _check_positive(options)
         source = ns.get(args.from_, args.from_) if args.from_ is not None else None  # a Run/model variable, or a path
-        train(model, data, name=args.name, background=args.background, quiet=args.quiet,
-              publish=lambda run: ns.__setitem__(args.name, run), watch_grads=args.watch_grads,
-              watch_every=args.watch_every, from_=source, new_head=args.new_head, freeze=args.freeze,
-              unfreeze_after=args.unfreeze_after, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-              cluster=args.cluster, strategy=args.strategy, log_dir=args.log_dir, **options)
+        extra.setdefault("quiet", args.quiet)
+        return train(model, data, name=args.name, background=args.background,
+                     publish=(lambda run: ns.__setitem__(args.name, run)) if publish else None,
+                     watch_grads=args.watch_grads, watch_every=args.watch_every, from_=source, new_head=args.new_head,
+                     freeze=args.freeze, unfreeze_after=args.unfreeze_after, workers=args.workers,
+                     gpus_per_worker=args.gpus_per_worker, cluster=args.cluster, strategy=args.strategy,
+                     log_dir=args.log_dir, **extra, **options)
+
+    @magic_arguments()
+    @argument("--trials", type=whole_number, default=20, help="Trials to run (default 20).")
+    @argument("--metric", default="val_loss", help="Validation metric to optimise: val_loss (down), val_accuracy (up).")
+    @argument("--prune", default="median", help="median, hyperband or none: stop bad trials at a validation.")
+    @argument("--storage", default=None, metavar="URL", help="A study database, e.g. sqlite:///sweeps.db.")
+    @argument("--study", default=None, metavar="NAME", help="With --storage: the study to create or continue.")
+    @argument("--timeout", type=positive_number, default=None, metavar="S", help="Stop starting trials after S s.")
+    @argument("--seed", type=seed_value, default=0, help="Seeds the sampler and every trial's training.")
+    @argument("--name", type=result_name, default="sweep", help="Variable that receives the Sweep (default: sweep).")
+    @cell_magic
+    @user_errors
+    def sweep(self, line: str, cell: str):
+        """A hyperparameter search with Optuna: %%train flags given as ranges (lo..hi, lo..hi:log) or choices
+        (a,b,c) are searched, other flags become variables of the cell body, run again for every trial.
+
+        %%sweep --trials 20 --data digits --epochs 3 --lr 1e-4..1e-1:log --hidden 32,64,128
+        model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+        """
+        from .api import sweep_with
+        from .engine.sweep import parse_space
+
+        own, rest = split_sweep(line, self.sweep)
+        args = parse(self.sweep, own)
+        train_flags = {o[2:] for a in self.train.parser._actions for o in a.option_strings if o.startswith("--")}
+        searched, fixed = parse_space({k: v for k, v in rest.items() if v is not True})
+        fixed.update({k: True for k, v in rest.items() if v is True})
+        variables = [k for k in rest if k not in train_flags]
+        used = _names_in(cell)
+        for name in variables:
+            var = name.replace("-", "_")
+            if not var.isidentifier() or var not in used:
+                close = difflib.get_close_matches(name, train_flags, n=1)
+                hint = f" (did you mean --{close[0]}?)" if close else ""
+                raise UsageError(f"--{name} is neither a %%train flag nor used by the cell body{hint}; use "
+                                 f"`{var}` in the cell (e.g. nn.Linear(64, {var})) or drop it.")
+        for flag in ("background", "workers"):
+            if flag in rest:
+                raise UsageError(f"--{flag} is not available in a %%sweep (each trial is a run named trial_N); "
+                                 "drop it.")
+        self._trial_line({**fixed, **{k: _first(p) for k, p in searched.items()}}, variables, args)  # checked now
+        ns = self.shell.user_ns
+        if "data" in fixed:  # the metric against the data's task, before any trial
+            from .engine.core.adapters import as_bundle
+            from .engine.core.early_stop import check_monitor
+
+            try:
+                check_monitor(args.metric, as_bundle(self._data(str(fixed["data"]))).task)
+            except BigModelError as exc:  # it names --monitor, the %%train flag; here it is --metric
+                raise UsageError(str(exc).replace("--monitor", "--metric")) from None
+
+        def train_trial(params, callbacks, name, quiet):
+            values = {**fixed, **params}
+            ns.update({k.replace("-", "_"): values[k] for k in variables})
+            line = self._trial_line(values, variables, args) + f" --name {name} --monitor {args.metric}"
+            return self._train(line, cell, publish=False, callbacks=callbacks, kind="sweep", quiet=quiet)
+
+        result = sweep_with(train_trial, searched, trials=args.trials, metric=args.metric, prune=args.prune,
+                            storage=unquote(args.storage) if args.storage else None, study=args.study,
+                            timeout=args.timeout, seed=args.seed)
+        ns[args.name] = result
+        if result.best:  # the cell's variables at the best trial's values: `%%train --from sweep` rebuilds that model
+            ns.update({k.replace("-", "_"): {**fixed, **result.best["params"]}[k] for k in variables})
         return None
+
+    def _trial_line(self, values: dict, variables: list, args) -> str:
+        """The %%train line of one trial (parsed here, so a bad fixed flag is said before any trial)."""
+        parts = [f"--{k}" if v is True else f"--{k} {v}" for k, v in values.items() if k not in variables]
+        if "seed" not in values:
+            parts.append(f"--seed {args.seed}")
+        line = " ".join(parts)
+        parse(self.train, line + " --monitor " + args.metric)
+        return line
 
     def _stop_previous(self, name: str) -> None:
         """Re-running a cell while its run is alive stops the old run first."""
@@ -318,6 +401,22 @@ class BigModelMagics(MagicsBase):
 
         device_table(dev.detect_devices(), dev.default_device())
         return None
+
+
+def _names_in(cell: str) -> set[str]:
+    """The variable names a cell body reads (so a %%sweep flag meant for it can be checked)."""
+    try:
+        tree = ast.parse(cell or "")
+    except SyntaxError:
+        return set()
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def _first(param):
+    """A representative value of a searched parameter (its low end or first choice), to check the line."""
+    if param.choices is not None:
+        return param.choices[0]
+    return int(param.low) if param.integer else param.low
 
 
 def _optimizes(optimizer, model) -> bool:

@@ -242,3 +242,29 @@ def _open_quote(line: str) -> str:
         else:
             in_word = True
     return quote or '"'
+
+
+def split_sweep(line: str, magic) -> tuple[str, dict]:
+    """A %%sweep line as (its own options, as a line for `parse`) and ``{flag: value}`` for the rest: the
+    %%train flags and cell variables to search or fix (a flag with no value is True).
+    Example: ``split_sweep("--trials 5 --lr 1e-4..1e-1:log --hidden 32,64", Magics.sweep)``"""
+    own = {o for a in magic.parser._actions for o in a.option_strings}
+    tokens, mine, rest = split(line), [], {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        flag, eq, value = token.partition("=")
+        if not _is_flag(token) or not flag.startswith("--"):
+            raise UsageError(f"Unexpected {shown(token)} in the %%sweep line; give each value after its --flag, "
+                             "e.g. --lr 1e-4..1e-1:log --hidden 32,64,128.")
+        has_value = bool(eq) or (i + 1 < len(tokens) and not _is_flag(tokens[i + 1]))
+        value = value if eq else (tokens[i + 1] if has_value else None)
+        i += 1 if eq or not has_value else 2
+        if flag in own:
+            mine += [flag] + ([value] if value is not None else [])
+        else:
+            name = flag[2:]
+            if name in rest:
+                raise UsageError(f"--{name} is given twice in the %%sweep line; give it once.")
+            rest[name] = unquote(value) if value is not None else True
+    return " ".join(mine), rest

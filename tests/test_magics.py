@@ -207,3 +207,42 @@ def test_runs_lists_the_session_and_a_log_dir_and_sets_the_session_default(ip, t
     with pytest.raises(UsageError, match="Cannot write the run's logs to"):
         ip.run_line_magic("runs", "--log-dir /proc/forbidden")
     ip.user_ns.pop("later", None)
+
+
+SWEEP_CELL = "model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))"
+
+
+def test_sweep_searches_train_flags_and_cell_variables(ip, capsys):
+    ip.run_cell_magic("sweep", "--trials 3 --seed 0 --data digits --epochs 1 --lr 1e-3..1e-2:log --hidden 16,32",
+                      SWEEP_CELL)
+    result = ip.user_ns["sweep"]
+    assert len(result.trials) == 3 and {t["hidden"] for t in result.trials} <= {16, 32}
+    for t in result.trials:  # each trial's model was built by the cell body with that trial's width
+        run = next(r for r in result.runs if r.name == f"trial_{t['number']}")
+        assert run.model[0].out_features == t["hidden"] and run.config.lr == t["lr"] and run.config.seed == 0
+    assert ip.user_ns["hidden"] == result.best["params"]["hidden"]  # the cell's variables at the best trial
+    assert not any(k.startswith("trial_") for k in ip.user_ns)
+    out = capsys.readouterr().out
+    assert "trial 0 " in out and "sweep completed: 3 trials · best val_loss" in out
+    ip.run_cell_magic("train", "--data digits --steps 2 --quiet --from sweep --name best_start", SWEEP_CELL)
+    start = ip.user_ns.pop("best_start")  # it began from the best trial's weights
+    assert start.rows("train")[0]["loss"] < result.best["run"].rows("train")[0]["loss"]
+    ip.user_ns.pop("sweep")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --widht 3", r"--widht is neither a %%train flag nor used by the cell "
+                                                           r"body; use `widht` in the cell"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --background",
+     r"--background is not available in a %%sweep"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --metric val_f1", r"Unknown --metric 'val_f1'"),
+    ("--trials 2 --data digits --lr 1e-2..1e-3 --hidden 16", r"--lr 1e-2..1e-3 is reversed"),
+    ("--trials 2 --data digits --batch-size 0,16 --hidden 16", r"--batch-size must be a whole number|positive"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 'oops", r"Unbalanced ' in the line"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 stray", r"Unexpected 'stray' in the %%sweep line"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --lr 1", r"--lr is given twice"),
+])
+def test_bad_sweep_lines_are_one_sentence_before_any_trial(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_cell_magic("sweep", line, SWEEP_CELL)
+    assert "sweep" not in ip.user_ns

@@ -27,7 +27,7 @@ MAGICS = {
     "train": BigModelMagics.train, "compare_optimizers": BigModelMagics.compare_optimizers,
     "lr_find": BigModelMagics.lr_find, "device": BigModelMagics.device, "summary": InspectMagics.summary,
     "grads": InspectMagics.grads, "attention": InspectMagics.attention, "compress": InspectMagics.compress,
-    "evaluate": InspectMagics.evaluate, "runs": BigModelMagics.runs,
+    "evaluate": InspectMagics.evaluate, "runs": BigModelMagics.runs, "sweep": BigModelMagics.sweep,
 }
 LINES_PER_MAGIC = 400
 

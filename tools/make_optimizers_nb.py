@@ -12,8 +12,8 @@ decides how to turn gradients into parameter updates. This tutorial:
    are one algorithm with a different batch size $m$;
 2. writes **SGD, momentum, Nesterov, RMSprop, Adam and AdamW** in about ten lines each and checks every
    one against the real `torch.optim` optimizer — step by step, to within $10^{-6}$;
-3. makes the learning rate **decay** with the schedules `bigmodel_nb` offers, and trains a digits MLP
-   with one of them;
+3. tries three learning rates on a digits MLP and **compares the runs** in one table with `%runs`, then
+   makes the learning rate **decay** with the schedules `bigmodel_nb` offers and trains with one of them;
 4. draws the optimizers' **paths on a 2-D function** (Rosenbrock, a saddle) with `%compare_optimizers --function`;
 5. **compares them on a real network** — same initial weights, same batches — with `%%compare_optimizers`;
 6. runs the **learning-rate range test** (`%lr_find`) and trains with the LR it suggests.
@@ -274,7 +274,52 @@ convex problem; on a real network the best choice, and its learning rate, must b
     code("""summary = pd.DataFrame(results).T
 assert (summary["max difference"] < 1e-6).all()
 summary"""),
-    md(r"""## 3. A decaying learning rate
+    md(r"""## 3. Choosing the learning rate, then decaying it
+
+The learning rate is often the hyperparameter that matters most, and the direct way to choose it is to
+try a few. Train the same digits MLP three times with a constant $\alpha$ of 0.1, 0.01 and 0.001 — the same
+initial weights (`torch.manual_seed(0)`) and the same batches (`--seed 0`), three epochs each.
+`--quiet` leaves out the dashboards, and `--log-dir` also writes each run to a folder of its own
+(here a temporary one)."""),
+    code("""import tempfile
+from pathlib import Path
+
+log_dir = tempfile.mkdtemp(prefix="bigmodel_nb-runs-")
+for name, lr in [("lr_0_1", 0.1), ("lr_0_01", 0.01), ("lr_0_001", 0.001)]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    %train model --data digits --epochs 3 --lr {lr} --seed 0 --quiet --name {name} --log-dir {log_dir}"""),
+    md("`%runs` puts every run of the session in one table and overlays their curves (validation solid, training "
+       "dotted); in JupyterLab a run picker, a metric menu and a step/time switch redraw the chart."),
+    code("%runs"),
+    md(r"""Only the config fields that **differ** between the runs get a column — here `lr` — so the table says
+what changed. **Best** val loss is the lowest of a run's validations, **last** the final one; a last
+above the best means the run had stopped improving by its end. The result is stored as `runs`:
+`runs["lr_0_01"]` (or `runs[number]`) is one run's record with its config and history, and
+`runs.table()` is a DataFrame — here without the time, samples/s and memory columns, which depend on
+the machine:"""),
+    code("""sweep = runs.table().set_index("run")
+assert (sweep["last val accuracy"] > 0.85).all(), sweep
+assert sweep["best val loss"].idxmin().startswith("lr_0_01 ")   # neither too large nor too small
+sweep[["lr", "best val loss", "last val loss", "best val accuracy", "last val accuracy", "steps"]]"""),
+    md("`runs.to_csv(path)` writes every run's curves in long form — one row per logged step and split — for "
+       "pandas, a spreadsheet or another plotting tool (`runs.history()` is the same as a DataFrame; "
+       "`runs.to_tensorboard(dir)` writes them as TensorBoard event files):"),
+    code("""curves = pd.read_csv(runs.to_csv(Path(log_dir) / "runs.csv"))
+print(f"{len(curves)} rows · columns: {', '.join(curves.columns)}")
+print(curves.groupby(["run", "split"]).size().unstack())"""),
+    md(r"""Each `--log-dir` run is a folder `<name>-<time>/`: its config, its history (appended and flushed
+row by row, so a kernel that dies loses nothing already logged), CPU and memory samples, TensorBoard
+event files and, at the end, the weights and a summary. The folders outlive the kernel: after a
+restart, `%runs DIR` lists them next to the new session's runs, and `tensorboard --logdir DIR` plots
+them. (`%runs --log-dir DIR` logs every later run of the session there without the option.)"""),
+    code("""import shutil
+
+for folder in sorted(Path(log_dir).glob("lr_*")):
+    files = sorted("events.out.tfevents.*" if f.name.startswith("events.") else f.name for f in folder.iterdir())
+    print(folder.name.split("-")[0], files)
+shutil.rmtree(log_dir)                                 # a temporary folder: remove it"""),
+    md(r"""### A decaying learning rate
 
 A constant $\alpha$ is a compromise: large enough to make progress early, it keeps the parameters
 bouncing around the minimum later (as stochastic gradient descent did in section 1). A **schedule**

@@ -20,7 +20,8 @@ from ..engine.core.callbacks import Callback
 from ..engine.core.scores import TASK_SCORES
 from ..engine.transfer.heads import trainable_counts
 from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
-from .figures import Series, fill_training_figure, training_figure_json, training_layout
+from .figures import Series, fill_training_figure, persist_widget_state, training_figure_json, training_layout
+from .summary import fmt_bytes
 
 TICK_S = 0.5  # status period: progress moves twice a second
 # Figure period: a FigureWidget update is 4 comm messages (plotly's batch_update), so with the status
@@ -75,6 +76,7 @@ class TrainingDashboard(Callback):
         self._version = 0  # bumped by the training thread when new rows arrive
         self._drawn_version = -1
         self._figure_at = 0.0  # when the figure was last sent
+        self._state_stale = False  # the live figure changed since its widget state was last persisted
         self._status_html = ""
         self._done = threading.Event()
         self._render_thread: threading.Thread | None = None
@@ -110,6 +112,8 @@ class TrainingDashboard(Callback):
             if self.figure is None:  # no widget frontend here after all: same view, static figures
                 self.mode = "static"
                 return self.show()
+            # A click in the page (the loss panel's log button, a zoom) edits the figure too: persisted next tick.
+            self.figure.observe(self._figure_edited, names=["_js2py_relayout", "_js2py_restyle", "_js2py_update"])
             self.status = W.HTML(self._render_status())
             self.controls = RunControls(self.run)
             box = W.VBox([self.status, self.controls.box])
@@ -126,6 +130,9 @@ class TrainingDashboard(Callback):
                 self._grads_handle = display(self.grad_panel.figure_bundle(), raw=True, display_id=True)
                 self._flags_handle = display(self.grad_panel.flags_bundle(), raw=True, display_id=True)
         return self
+
+    def _figure_edited(self, change) -> None:
+        self._state_stale = True
 
     # -- callback hooks (training thread: cheap appends only) -----------------------------------
     def on_train_begin(self, run, logs):
@@ -212,8 +219,11 @@ class TrainingDashboard(Callback):
             if self.mode == "widget":
                 with self.figure.batch_update():
                     fill_training_figure(self.figure, self._index, self.series)
+                self._state_stale = True
             elif self._figure_handle is not None:
                 self._figure_handle.update(self._figure_bundle(), raw=True)
+        if self._state_stale:  # what a page reloaded mid-run gets from the kernel: the curves drawn last
+            self._state_stale = not persist_widget_state(self.figure)
         if self.grad_panel is not None:
             self._render_grads()
         if self.controls is not None:
@@ -354,7 +364,26 @@ class TrainingDashboard(Callback):
         if run.compile_time_s is not None and run.status == "running":
             line += f" · compiled in {run.compile_time_s:.1f} s"
         notes = "".join(f"<div class='bmnb-note'>{html.escape(n)}</div>" for n in run.notes)
+        system = self.system_text()
+        system = f"<div class='bmnb-note bmnb-system'>{html.escape(system)}</div>" if system else ""
         return (f'{STYLE}<div class="bmnb-status bmnb-{run.status}" data-status="{run.status}" data-step="{run.step}">'
                 f"<b>{html.escape(run.name)}</b> · <span class='bmnb-state'>{run.status}</span> · {device}{params}"
                 f'<div class="bmnb-bar"><div style="width:{pct:.2f}%"></div></div>'
-                f"<div class='bmnb-info'>{html.escape(line)}</div>{notes}{error}</div>")
+                f"<div class='bmnb-info'>{html.escape(line)}</div>{system}{notes}{error}</div>")
+
+    def system_text(self) -> str:
+        """The latest system sample while training (CPU, memory, GPU); the peaks once the run has ended."""
+        samples = getattr(self.run, "system", None)
+        if not samples:
+            return ""
+        if self.run.alive:
+            s = samples[-1]
+            parts = [f"CPU {s['cpu_percent']:.0f}%", f"RSS {fmt_bytes(s['rss_bytes'])}"]
+            if "gpu_util" in s:
+                parts += [f"GPU {s['gpu_util']:.0f}%", f"{fmt_bytes(s['gpu_memory_bytes'])}",
+                          f"{s['gpu_temperature']:.0f} °C"]
+            return "system: " + " · ".join(parts)
+        parts = [f"peak RSS {fmt_bytes(max(s['rss_bytes'] for s in samples))}"]
+        if any("gpu_memory_bytes" in s for s in samples):
+            parts.append(f"peak GPU memory {fmt_bytes(max(s.get('gpu_memory_bytes', 0) for s in samples))}")
+        return "system: " + " · ".join(parts)

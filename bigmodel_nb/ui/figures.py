@@ -2,6 +2,7 @@
 static snapshot are drawn by the same code."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 
@@ -13,6 +14,11 @@ from plotly.subplots import make_subplots
 MAX_POINTS = 400  # per trace; older points are decimated so long runs stay light in the browser
 
 COLORS = {"train": "#1f77b4", "val": "#ff7f0e", "lr": "#2ca02c"}
+# The training figure's frame: the panels keep 220 px of height; the top margin holds a row for the loss
+# panel's linear/log buttons above the subplot titles (27 px tall; plotly draws buttons 33 px tall at least).
+HEIGHT, MARGIN_T, MARGIN_B = 328, 68, 40
+PANEL_H = HEIGHT - MARGIN_T - MARGIN_B
+MENU_Y = 1 + 32 / PANEL_H  # the buttons' bottom edge in paper units: 32 px above the panels, 5 px above the titles
 
 
 def decimate(x: np.ndarray, y: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +71,25 @@ def training_layout(classification: bool) -> tuple[go.Figure, dict[tuple[str, st
                           row=1, col=col)
             index[(split if metric != "lr" else "train", metric)] = len(fig.data) - 1
         fig.update_xaxes(title_text="step", row=1, col=col)
-    fig.update_layout(height=300, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white",
-                      legend=dict(orientation="h", y=-0.25), uirevision="keep")
+    fig.update_layout(height=HEIGHT, margin=dict(l=50, r=20, t=MARGIN_T, b=MARGIN_B), template="plotly_white",
+                      legend=dict(orientation="h", y=-0.25), uirevision="keep",
+                      updatemenus=[loss_scale_menu(fig.data[index[("train", "loss")]].yaxis)])
     return fig, index
+
+
+def loss_scale_menu(yaxis: str = "y", menu: int = 0) -> dict:
+    """"linear" / "log" buttons that switch the loss panel's y axis (`yaxis`: its trace's ``"y"``, ``"y2"`` ...),
+    in the row above the subplot titles, over the loss panel's left edge; `menu`: its index in `updatemenus`.
+
+    Each button also relayouts its own ``active``: plotly.js marks the clicked button without a relayout
+    event, so a live widget's kernel side (what a reloaded page is drawn from) would not learn of it."""
+    axis = yaxis.replace("y", "yaxis")
+    return dict(type="buttons", direction="right", x=0, xanchor="left", y=MENU_Y, yanchor="bottom",
+                showactive=True, active=0, bgcolor="#dddddd", bordercolor="#999999", font=dict(size=11),
+                pad=dict(l=0, r=0, t=0, b=0), name="loss scale", buttons=[
+                    dict(label=scale, method="relayout",
+                         args=[{f"{axis}.type": scale, f"updatemenus[{menu}].active": i}])
+                    for i, scale in enumerate(("linear", "log"))])
 
 
 def fill_training_figure(fig, index, series: dict[str, Series]) -> None:
@@ -79,6 +101,31 @@ def fill_training_figure(fig, index, series: dict[str, Series]) -> None:
             fig.layout[fig.data[i].yaxis.replace("y", "yaxis")].range = [0, 1.15 * float(y.max()) or 1.0]
 
 
+def persist_widget_state(widget) -> bool:
+    """Make a live ``FigureWidget``'s synced state the figure it shows now, so a reloaded page draws that.
+
+    plotly syncs a FigureWidget's ``_widget_data`` / ``_widget_layout`` once, when it is displayed; every
+    later edit (``batch_update``, ``fig.data[i].x = ...``, a layout range) travels as a one-off update
+    message that only the page open at the time applies to its copy. A page reloaded mid-run asks the
+    kernel for the widget's state and got the figure as first displayed: empty traces, and no LR range,
+    which plotly does not send again while the LR stays constant (so the next update drew the LR at 0 on
+    a [-1, 1] axis). The copies are swapped in without a message: the open page has these values already.
+
+    Call it after each ``batch_update``. Returns False (nothing changed; try again next time) when the
+    figure was being edited from another thread meanwhile (e.g. a click in the browser).
+    Example: ``with w.batch_update(): fill_training_figure(w, index, series)`` then ``persist_widget_state(w)``
+    """
+    values = getattr(widget, "_trait_values", None)
+    if values is None or "_widget_data" not in values:  # not a widget (a plain go.Figure): nothing is synced
+        return True
+    try:
+        data, layout = copy.deepcopy(widget._data), copy.deepcopy(widget._layout_obj._props)
+    except RuntimeError:  # "dictionary changed size during iteration"
+        return False
+    values["_widget_data"], values["_widget_layout"] = data, layout  # plain reference swaps: no sync, no lock
+    return True
+
+
 def training_figure(history: list[dict], classification: bool, title: str | None = None) -> go.Figure:
     """The static training figure of a run's history. Example: ``training_figure(run.history, True).show()``"""
     series = {"train": Series(), "val": Series()}
@@ -87,7 +134,9 @@ def training_figure(history: list[dict], classification: bool, title: str | None
     fig, index = training_layout(classification)
     fill_training_figure(fig, index, series)
     if title:
-        fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=13)), margin=dict(t=60))
+        # one more row on top for the title: the panels and the buttons keep their places
+        fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=13), yref="container", y=1, yanchor="top",
+                                     pad=dict(t=8)), margin=dict(t=MARGIN_T + 28), height=HEIGHT + 28)
     return fig
 
 

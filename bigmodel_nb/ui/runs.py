@@ -59,16 +59,18 @@ def runs_figure(runs, selected=None, metric: str = "loss", axis: str = "step") -
             continue
         color = PALETTE[i % len(PALETTE)]
         for split, dash in (("val", "solid"), ("train", "dot")):
-            rows = [r for r in record.rows(split) if isinstance(r.get(metric), (int, float))]
+            rows = [r for r in record.rows(split) if isinstance(r.get(metric), (int, float))
+                    and isinstance(r.get(axis), (int, float))]  # a row without a time has no place on a time axis
             if not rows:
                 continue
             fig.add_trace(go.Scatter(
-                x=[r.get(axis, r["step"]) for r in rows], y=[r[metric] for r in rows], name=f"{record.label} {split}",
+                x=[r[axis] for r in rows], y=[r[metric] for r in rows], name=f"{record.label} {split}",
                 mode="lines+markers" if split == "val" else "lines", legendgroup=record.label,
                 line=dict(color=color, dash=dash, width=2), marker=dict(size=5)))
     fig.update_layout(
         height=340, template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), uirevision="runs",
-        title=dict(text=f"{metric} by {axis} ({len(labels)} runs)", x=0.01, font=dict(size=13)),
+        title=dict(text=f"{metric} by {axis} ({len(labels)} run{'' if len(labels) == 1 else 's'})", x=0.01,
+                   font=dict(size=13)),
         xaxis=dict(title="step" if axis == "step" else "time (s)"), yaxis=dict(title=metric),
         legend=dict(orientation="v", x=1.02), updatemenus=[_scale_buttons()])
     return fig
@@ -103,7 +105,8 @@ class RunsView:
         self.picker = widgets.SelectMultiple(options=labels, value=tuple(labels[-SHOWN:]), rows=min(8, len(labels)),
                                              description="runs")
         self.metric = widgets.Dropdown(options=metrics_of(runs) or ["loss"], description="metric")
-        self.axis = widgets.ToggleButtons(options=["step", "time"], description="x axis")
+        self.axis = widgets.ToggleButtons(options=["step", "time"], description="x axis",
+                                          style={"button_width": "64px"})
         self.figure = figure_widget(runs_figure(runs, self.picker.value))
         for control in (self.picker, self.metric, self.axis):
             control.observe(lambda _: self.redraw(), names="value")

@@ -30,7 +30,8 @@ def rows_html(rows: list[dict], highlight: int | None = None) -> str:
     body = []
     for i, r in enumerate(rows):
         style = " style='font-weight:bold'" if i == highlight else ""
-        tds = "".join(f"<td style='padding:2px 10px'>{html.escape(_cell(r.get(c)))}</td>" for c in cols)
+        tds = "".join(f"<td style='padding:2px 10px;text-align:left'>{html.escape(_cell(r.get(c)))}</td>"
+                      for c in cols)
         body.append(f"<tr{style}>{tds}</tr>")
     return f"<table class='bmnb-table'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

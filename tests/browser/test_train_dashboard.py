@@ -166,3 +166,65 @@ def test_compare_optimizers_dashboard_renders_and_stops(lab_page):
     assert page.locator("table.bmnb-table").count() == 1  # the results table replaced the live view
     lab_page.screenshot("compare-stopped")
     assert not lab_page.errors
+
+
+PANELS_JS = """() => {
+    const p = document.querySelector('.js-plotly-plot');
+    if (!p || !p.data || !p.layout.updatemenus) return null;  // not drawn yet (or the widget's placeholder)
+    const axis = t => 'yaxis' + (t.yaxis || 'y').slice(1);
+    const lr = p.data.find(t => t.name === 'lr'), loss = p.data.find(t => t.name === 'train');
+    const box = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.right, b.bottom]; };
+    return {points: Array.from(loss.x || []).length, lr: Array.from(lr.y || []),
+            lr_range: (p.layout[axis(lr)] || {}).range || null, lr_drawn: p._fullLayout[axis(lr)].range,
+            loss_type: p._fullLayout[axis(loss)].type, active: p.layout.updatemenus[0].active,
+            buttons: [...p.querySelectorAll('.updatemenu-button')].map(box),
+            titles: [...p.querySelectorAll('.annotation')].map(box)};
+}"""
+
+
+def panels(page):
+    return page.evaluate(PANELS_JS)
+
+
+def test_reloaded_page_redraws_the_live_curves_and_the_loss_panel_toggles_log(lab_page):
+    """A page reloaded mid-run gets the live figure's state from the kernel: it must be the curves drawn
+    last, with the LR on [0, 1.15 max], not the figure as first displayed (empty; the LR at 0 on [-1, 1])."""
+    page = start_training(lab_page, "--background", "print('returned', run.status)", "reload.ipynb")
+    lab_page.wait_idle(timeout=30)
+    click(page, ".bmnb-pause")
+    wait_status(page, "paused")
+    before = panels(page)  # the render thread may still draw (and persist) a few rows logged before the pause
+    lr = before["lr"][-1]
+    assert before["points"] > 2 and set(before["lr"]) == {lr} and before["lr_range"] == pytest.approx([0, 1.15 * lr])
+    assert before["loss_type"] == "linear" and before["active"] == 0
+    assert len(before["buttons"]) == 2 and len(before["titles"]) == 3
+    for b in before["buttons"]:  # the linear/log buttons sit in their own row, clear of the subplot titles
+        assert all(b[3] <= t[1] or b[1] >= t[3] or b[2] <= t[0] or b[0] >= t[2] for t in before["titles"]), before
+
+    # JupyterLab draws a reloaded notebook's widgets from the kernel's widget state: save, reload, compare.
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    saved = lab_page.server.root_dir / "reload.ipynb"
+    deadline = time.monotonic() + 10
+    while "widget-view+json" not in saved.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    page.reload()
+    page.wait_for_function(f"() => ({PANELS_JS})() !== null", timeout=60_000)
+    print(f"reload to redrawn chart: {time.monotonic() - t0:.1f} s")
+    after = panels(page)
+    assert after["points"] >= before["points"] and set(after["lr"]) == {lr}, (before, after)
+    assert len(after["lr"]) == after["points"], after
+    assert after["lr_range"] == pytest.approx([0, 1.15 * lr]) and after["lr_drawn"] == pytest.approx([0, 1.15 * lr])
+
+    page.locator(".updatemenu-button", has_text="log").first.click()
+    page.wait_for_function(f"() => ({PANELS_JS})().loss_type === 'log'", timeout=5_000)
+    assert panels(page)["active"] == 1
+    click(page, ".bmnb-resume")  # the updates after a reload keep the LR axis and the chosen scale
+    wait_status(page, "running")
+    page.wait_for_function(f"(n) => ({PANELS_JS})().points > n + 2", arg=after["points"], timeout=10_000)
+    resumed = panels(page)
+    assert resumed["lr_drawn"] == pytest.approx([0, 1.15 * lr]) and resumed["loss_type"] == "log", resumed
+    lab_page.screenshot("train-reloaded-log")
+    click(page, ".bmnb-stop")
+    wait_status(page, "stopped")
+    assert not lab_page.errors

@@ -24,7 +24,7 @@ def report():
 def test_html_lists_every_stage_and_marks_the_simulated_one(report):
     page = compression_html(report)
     for stage in ("original", "prune 50% unstructured (layer)", "quantize int8"):
-        assert page.count(f"<td style='padding:2px 10px'>{stage}</td>") == 1  # one table row each
+        assert page.count(f"<td style='padding:2px 10px;text-align:left'>{stage}</td>") == 1  # one table row each
         assert f"<b>{stage}</b>" in page  # and its note
     assert page.count("simulated ⚠") == 1 and "masks only" in page and "bmnb-compress" in page
     assert "latency: batch 8, 1 thread," in page

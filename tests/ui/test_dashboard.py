@@ -162,3 +162,60 @@ def test_the_snapshot_json_is_the_training_figure(mlp):
         assert np.allclose(np.asarray(a.y, float), np.asarray(b.y, float))
     assert fast.layout.yaxis3.range == slow.layout.yaxis3.range == (0, 1.15 * 3e-3)  # a constant LR, not [-1, 1]
     assert fast.layout.template == slow.layout.template and fast.layout.annotations == slow.layout.annotations
+
+
+def _values(v):
+    """An array of a widget's synced state: numpy arrays travel as {"buffer", "dtype", "shape"}."""
+    return np.frombuffer(v["buffer"], dtype=v["dtype"]) if isinstance(v, dict) else np.asarray(v)
+
+
+def test_the_live_widget_state_is_what_a_reloaded_page_draws(widget_mode, mlp):
+    """A reloaded JupyterLab page draws its widgets from their state in the kernel (`get_state`, what its
+    request_state gets): the curves drawn last and the LR range, not the figure as first displayed (empty
+    traces and no range, so the next update drew a constant LR at 0 on a [-1, 1] axis)."""
+    run = Run(mlp(), "digits", TrainConfig(steps=30, seed=0, lr=3e-3))
+    dash = TrainingDashboard(run).show()
+    rows = [{"step": s, "loss": 2.0 / s, "accuracy": 0.5, "lr": 3e-3} for s in range(5, 35, 5)]
+    for row in rows:  # what the training thread hands over, then one tick of the render thread
+        dash.on_step_end(run, row)
+    dash.on_eval_end(run, {"step": 30, "loss": 0.1, "accuracy": 0.9})
+    dash.render(force=True)
+    state = dash.figure.get_state()
+    trace = {key: state["_widget_data"][i] for key, i in dash._index.items()}
+    assert list(_values(trace["train", "loss"]["x"])) == [r["step"] for r in rows]
+    assert list(_values(trace["val", "loss"]["y"])) == [0.1]
+    assert list(_values(trace["train", "lr"]["y"])) == pytest.approx([3e-3] * len(rows))
+    assert state["_widget_layout"]["yaxis3"]["range"] == pytest.approx([0, 1.15 * 3e-3])
+    # "log" clicked in the page: the relayout reaches the kernel and is in the state from the next tick on
+    dash.figure._js2py_relayout = {"relayout_data": {"yaxis.type": "log", "updatemenus[0].active": 1},
+                                   "source_view_id": "view"}
+    dash.render()
+    layout = dash.figure.get_state()["_widget_layout"]
+    assert layout["yaxis"]["type"] == "log" and layout["updatemenus"][0]["active"] == 1
+
+
+@pytest.mark.parametrize("classification", [True, False])
+def test_the_loss_panel_toggles_log_in_the_live_and_the_static_figure_clear_of_the_titles(classification):
+    import plotly.graph_objects as go
+
+    from bigmodel_nb.ui.figures import training_figure_json, training_layout
+
+    fig, index = training_layout(classification)
+    assert fig.data[index[("train", "loss")]].yaxis == "y"  # the loss panel is the first: its axis is `yaxis`
+    history = [{"step": 10, "loss": 2.0, "lr": 1e-3, "accuracy": 0.5},
+               {"step": 10, "split": "val", "loss": 1.5, "accuracy": 0.6}]
+    static = training_figure_json(history, classification)
+    titled = training_figure(history, classification, title="run 1").to_plotly_json()
+    for layout in (fig.layout.to_plotly_json(), static["layout"], titled["layout"]):
+        (menu,) = layout["updatemenus"]
+        assert [b["label"] for b in menu["buttons"]] == ["linear", "log"] and menu["active"] == 0
+        assert [b["args"] for b in menu["buttons"]] == [[{"yaxis.type": s, "updatemenus[0].active": i}]
+                                                       for i, s in enumerate(("linear", "log"))]
+        # In pixels above the panels: the subplot titles take 27, plotly's buttons 33; both fit the top margin.
+        panels = layout["height"] - layout["margin"]["t"] - layout["margin"]["b"]
+        bottom = (menu["y"] - 1) * panels
+        assert menu["yanchor"] == "bottom" and 30 <= bottom and bottom + 33 <= layout["margin"]["t"]
+        assert panels == 220 and all(a["y"] == 1 and a["yanchor"] == "bottom" for a in layout["annotations"])
+    relaid = go.Figure(static)
+    relaid.plotly_relayout(static["layout"]["updatemenus"][0]["buttons"][1]["args"][0])
+    assert relaid.layout.yaxis.type == "log" and relaid.layout.updatemenus[0].active == 1

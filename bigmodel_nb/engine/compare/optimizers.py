@@ -63,7 +63,9 @@ class Comparison:
         c = self.context
         return [{"name": name, "number": self.number, "kind": "compare", "status": self.status,
                  "data": c.get("data", "?"), "model": c.get("model", "?"), "params": c.get("params"),
-                 "config": {**c.get("config", {}), "optimizer": name, "lr": c.get("lrs", {}).get(name)},
+                 # amp/device as the comparison fixed them, not as asked: left out, or every table grows a column
+                 "config": {**{k: v for k, v in c.get("config", {}).items() if k not in ("amp", "device")},
+                            "optimizer": name, "lr": c.get("lrs", {}).get(name)},
                  "history": [{k: v for k, v in r.items() if k != "optimizer"} for r in self.history
                              if r["optimizer"] == name], "elapsed": c.get("elapsed")}
                 for name in self.results]

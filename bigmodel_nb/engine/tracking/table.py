@@ -31,9 +31,9 @@ class RunRecord:
     data: str
     model: str
     params: int | None
-    config: dict
-    history: list
-    system: list = field(default_factory=list)
+    config: dict = field(repr=False)
+    history: list = field(repr=False)
+    system: list = field(default_factory=list, repr=False)
     elapsed: float | None = None
     best: dict | None = None
     path: Path | None = None
@@ -155,6 +155,9 @@ class Runs:
         if not found:
             names = ", ".join(dict.fromkeys(r.label for r in self.records)) or "none"
             raise BigModelError(f"No run '{key}' in this table; the runs are: {names}.")
+        if isinstance(key, int):  # the optimizers of one comparison share its number
+            raise BigModelError(f"{len(found)} runs have the number {key} ({', '.join(r.label for r in found)}); "
+                                f"pick one by its label, e.g. runs['{found[-1].label}'].")
         raise BigModelError(f"{len(found)} runs are named '{key}' ({', '.join(r.label for r in found)}); "
                             f"pick one by its number, e.g. runs[{found[-1].number}]."
                             if all(r.number is not None for r in found) else
@@ -176,14 +179,15 @@ class Runs:
             trains = r.rows("train")
             row = {"run": r.label, "kind": r.kind, "status": r.status, "data": r.data, "model": r.model,
                    "params": r.params, **{k: r.config.get(k) for k in differing}}
-            for label, source in (("best", r.best), ("last", last)):
+            best = r.best or (min(vals, key=lambda v: v.get("loss", math.inf)) if vals else None)
+            for label, source in (("best", best), ("last", last)):
                 for key in ("loss", "accuracy"):
                     if source is not None and key in source:
                         row[f"{label} val {key}"] = source[key]
             row["steps"] = (r.history[-1].get("step") if r.history else 0)
             row["time_s"] = r.elapsed
-            speeds = [t["samples_per_s"] for t in trains if t.get("samples_per_s")]
-            row["samples/s"] = speeds[-1] if speeds else None
+            speeds = sorted(t["samples_per_s"] for t in trains if t.get("samples_per_s"))
+            row["samples/s"] = speeds[len(speeds) // 2] if speeds else None  # the median logging window
             row["peak rss"] = peak(r.system, "rss_bytes")
             gpu = peak(r.system, "torch_memory_bytes")
             if gpu is not None:
