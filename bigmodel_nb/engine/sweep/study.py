@@ -78,7 +78,10 @@ def make_pruner(name: str):
 
 def open_study(space: dict[str, Param], *, direction: str, storage: str | None, study_name: str | None, seed, prune):
     """A new in-memory study, or the stored one (checked against this space and direction), or one sentence."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise BigModelError("%%sweep needs Optuna: pip install 'bigmodel-nb[sweep]' (or pip install optuna).") from None
 
     # The view reports every trial and the notes say why one failed; Optuna's own lines would repeat them.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -138,8 +141,6 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
 
     Example: ``run_sweep(train_trial, {"lr": Param("lr", 1e-4, 1e-1, log=True)}, trials=5).best``
     """
-    import optuna
-
     if not isinstance(trials, int) or trials < 1:
         raise BigModelError(f"--trials must be a whole number ≥ 1, not {trials}.")
     if not space:
@@ -150,6 +151,8 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
     key = str(metric).removeprefix("val_")
     direction = "minimize" if key in LOWER_IS_BETTER else "maximize"
     study = open_study(space, direction=direction, storage=storage, study_name=study_name, seed=seed, prune=prune)
+    import optuna  # present: open_study said so otherwise
+
     result = Sweep(trials=[], best=None, study=study, metric=metric, direction=direction)
     result.trials = _rows(study, space)
     started = len(study.trials)
