@@ -298,10 +298,10 @@ above the best means the run had stopped improving by its end. The result is sto
 `runs["lr_0_01"]` (or `runs[number]`) is one run's record with its config and history, and
 `runs.table()` is a DataFrame — here without the time, samples/s and memory columns, which depend on
 the machine:"""),
-    code("""sweep = runs.table().set_index("run")
-assert (sweep["last val accuracy"] > 0.85).all(), sweep
-assert sweep["best val loss"].idxmin().startswith("lr_0_01 ")   # neither too large nor too small
-sweep[["lr", "best val loss", "last val loss", "best val accuracy", "last val accuracy", "steps"]]"""),
+    code("""table = runs.table().set_index("run")
+assert (table["last val accuracy"] > 0.85).all(), table
+assert table["best val loss"].idxmin().startswith("lr_0_01 ")   # neither too large nor too small
+table[["lr", "best val loss", "last val loss", "best val accuracy", "last val accuracy", "steps"]]"""),
     md("`runs.to_csv(path)` writes every run's curves in long form — one row per logged step and split — for "
        "pandas, a spreadsheet or another plotting tool (`runs.history()` is the same as a DataFrame; "
        "`runs.to_tensorboard(dir)` writes them as TensorBoard event files):"),
@@ -493,6 +493,27 @@ IPython replaces `{lr_finder.suggestion}` in a magic's line with its value."""),
 print(f"lr {found_run.config.lr:.2g} · test accuracy {found['accuracy']:.3f}")
 assert found_run.config.lr == lr_finder.suggestion
 assert found["accuracy"] >= 0.93, found"""),
+    md(r"""## 7. Searching two hyperparameters at once: `%%sweep`
+
+Three learning rates were easy to try by hand; the learning rate *and* the width of the hidden layer
+together are a grid that grows fast. `%%sweep` searches it with [Optuna](https://optuna.org): a flag given
+as a range `lo..hi` (`:log` for a log scale) or as choices `a,b,c` is searched, and a flag that `%%train`
+does not know — here `--hidden` — becomes a variable of the cell body, which runs again for every trial.
+Optuna's TPE sampler proposes each trial's values from the trials so far (it models which values gave
+good and bad validation losses), and the **median pruner** stops a trial at a validation where its loss
+is worse than the median of the earlier trials at that step: bad trials cost one epoch, not three."""),
+    code("""%%sweep --trials 12 --seed 0 --data digits --epochs 3 --lr 1e-4..1e-1:log --hidden 16,32,64,128
+model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))"""),
+    md(r"""**Reading the parallel coordinates.** Each line is one finished trial, crossing the axes at its learning
+rate (log scale), its width and its validation loss; its colour is the loss, darkest for the best. Follow
+the dark lines back to the learning-rate axis to see the range that works, and look at how they spread
+on the width axis to see how much the width matters here. The best-so-far curve on the right shows how
+quickly the search found a good trial. The result is stored as `sweep`:"""),
+    code("""print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in sweep.best["params"].items()},
+      f"val loss {sweep.best['value']:.4f}")
+print(sweep.table()["state"].value_counts().to_dict())
+assert 1e-3 <= sweep.best["params"]["lr"] <= 1e-1, sweep.best
+assert sweep.best["value"] == min(t["value"] for t in sweep.trials if t["state"] == "complete")"""),
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 
 import plotly.graph_objects as go
 
@@ -69,7 +70,7 @@ def trial_rows(result) -> list[dict]:
 
 
 def sweep_text(result) -> str:
-    head = f"sweep {result.status}: {len(result.trials)} trials"
+    head = f"sweep {result.status}: {len(result.trials)} trial{'' if len(result.trials) == 1 else 's'}"
     if result.best:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in result.best["params"].items())
@@ -90,7 +91,9 @@ class SweepView:
     def __init__(self, trials: int, metric: str):
         self.total, self.metric = trials, metric
         self.mode = ui_mode()
-        self.rich = self.mode in ("widget", "static") and in_kernel()
+        forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
+        # As every report: tables and static figures in any kernel (nbclient too), text in a terminal
+        self.rich = forced in ("widget", "static") or (forced != "text" and in_kernel())
         self._status = self._table = self._figure = self.output = None
 
     def show(self) -> SweepView:
@@ -126,7 +129,8 @@ class SweepView:
             return
         value = f"{last['value']:.4g}" if _finite(last["value"]) else "—"
         best = f" · best {result.best['value']:.4g} (trial {result.best['number']})" if result.best else ""
-        text = f"trial {last['number']} {last['state']}: {self.metric} {value}{best} · {len(result.trials)} trials"
+        done = len(result.trials)
+        text = f"trial {last['number']} {last['state']}: {self.metric} {value}{best} · {done} of {self.total} trials"
         if not self.rich:
             print(text, flush=True)
             return
@@ -141,6 +145,6 @@ class SweepView:
         text = sweep_text(result).split("\n")[0]
         self._status.update({"text/html": self._line(text), "text/plain": text}, raw=True)
         self._table.update({"text/html": sweep_html(result), "text/plain": sweep_text(result)}, raw=True)
-        if result.trials:
+        if any(t["state"] == "complete" for t in result.trials):
             self._figure.update(figure_bundle(sweep_figure(result), f"<sweep of {len(result.trials)} trials>"),
                                 raw=True)

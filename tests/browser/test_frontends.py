@@ -11,7 +11,7 @@ NOTEBOOKS = Path(__file__).parents[2] / "notebooks"
 
 # Points per chart as plotly.js drew them (_fullData: saved figures carry base64 typed arrays in .data).
 PLOTS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
-    points: (p._fullData || []).reduce((n, t) => n + (t._length || 0), 0),
+    points: (p._fullData || []).reduce((n, t) => n + (t._length || (t.z && t.z.length) || 0), 0),
     types: [...new Set((p._fullData || []).map(t => t.type))]}))"""
 PLOTLY = "application/vnd.plotly.v1+json"
 STATUSES = "() => [...document.querySelectorAll('.bmnb-status[data-status]')].map(e => e.dataset.status)"

@@ -174,6 +174,7 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
             raise optuna.TrialPruned()
         if run.status == "stopped":  # Stop or ■ on the running trial: the sweep ends, what finished is kept
             result.status = "stopped"
+            trial.set_user_attr("stopped", True)
             trial.study.stop()
             raise optuna.TrialPruned()
         if run.status == "failed":
@@ -204,10 +205,11 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
 
 
 def _rows(study, space: dict[str, Param]) -> list[dict]:
+    """One row per trial of the study (earlier sweeps' included); a trial stopped by the user reads "stopped"."""
     rows = []
     for t in study.trials:
-        row = {"number": t.number, **{k: t.params.get(k) for k in space}, "value": t.value,
-               "state": t.state.name.lower(), "steps": t.user_attrs.get("steps"), "time_s": t.user_attrs.get("time_s"),
-               "run": t.user_attrs.get("run")}
-        rows.append(row)
+        state = "stopped" if t.user_attrs.get("stopped") else t.state.name.lower()
+        rows.append({"number": t.number, **{k: t.params.get(k) for k in space}, "value": t.value, "state": state,
+                     "steps": t.user_attrs.get("steps"), "time_s": t.user_attrs.get("time_s"),
+                     "run": t.user_attrs.get("run")})
     return rows

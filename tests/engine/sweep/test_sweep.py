@@ -117,7 +117,7 @@ def test_stopping_a_trial_ends_the_sweep_and_keeps_the_finished_trials():
 
     result = run_sweep(train_trial, {"lr": Param("lr", 1e-3, 1e-2, log=True)}, trials=10, prune="none")
     assert result.status == "stopped" and len(result.trials) == 3
-    assert [t["state"] for t in result.trials] == ["complete", "complete", "pruned"]
+    assert [t["state"] for t in result.trials] == ["complete", "complete", "stopped"]  # Optuna: pruned
     assert result.best["number"] in (0, 1)
 
 

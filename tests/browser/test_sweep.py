@@ -1,0 +1,50 @@
+"""`%%sweep` in a real JupyterLab: the running trial's dashboard shows its curves, and its Stop button ends
+the whole sweep after the running step, keeping the finished trials and the study."""
+import time
+
+CELL = "model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))"
+
+
+def wait_status(page, status, timeout=10.0):
+    page.wait_for_function(
+        "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "
+        "return els.length && els[els.length - 1].dataset.status === s; }", arg=status, timeout=timeout * 1000)
+
+
+def wait_training(page, timeout=90.0):
+    page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
+        return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
+
+
+def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
+    # --epochs 1..400: short trials finish, and one long enough (≥ 100 epochs) is stopped mid-way.
+    cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn",
+             f"%%sweep --trials 50 --seed 0 --prune none --data digits --epochs 1..400 --lr 1e-3 --hidden 16,32\n"
+             f"{CELL}",
+             "print('after', sweep.status, len(sweep.trials), [t['state'] for t in sweep.trials][-1])"]
+    lab_page.open(cells, dest="sweep_stop.ipynb")
+    lab_page.run_all()
+    page = lab_page.page
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # a trial long enough to press Stop on
+        wait_training(page)
+        status = page.evaluate("() => (document.querySelector('.bmnb-sweep-status') || {}).textContent || ''")
+        steps = page.evaluate("() => { const s = [...document.querySelectorAll('[data-status]')].pop(); "
+                              "return s ? +s.dataset.step : 0; }")
+        total = page.evaluate("() => { const t = (document.querySelector('.bmnb-info') || {}).textContent || '';"
+                              "const m = t.match(/step \\d+\\/(\\d+)/); return m ? +m[1] : 0; }")
+        if total >= 2000 and steps > 5:
+            break
+        time.sleep(0.5)
+    lab_page.screenshot("sweep-running")
+    assert "sweep" in status
+    page.locator("button.bmnb-stop").first.click()
+    wait_status(page, "stopped", timeout=10)
+    lab_page.wait_idle(timeout=60)
+    out = lab_page.cell_outputs()[3]
+    assert out.startswith("after stopped") and out.rstrip().endswith(" stopped"), out  # the stopped trial
+    finished = int(out.split()[2])
+    assert finished < 50
+    lab_page.screenshot("sweep-stopped")
+    assert page.locator(".bmnb-sweep").count() == 1  # the trials table of the stopped sweep
+    assert not lab_page.errors
