@@ -345,7 +345,7 @@ def runs(log_dir=None, *, show: bool = True):
 
 def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss", prune: str = "median",
           storage: str | None = None, study: str | None = None, timeout: float | None = None, seed: int | None = 0,
-          show: bool = True, **options):
+          workers: int | None = None, cluster: str | None = None, show: bool = True, **options):
     """A hyperparameter search (Optuna): `space` maps a training option (``lr``, ``batch_size``, ...) or an
     argument of `build` to a range ``"1e-4..1e-1:log"``, choices ``"32,64,128"`` (or a list) or one value;
     `build(**its arguments)` returns a fresh model per trial. The options of %%sweep; the other keyword
@@ -368,6 +368,25 @@ def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss
             builder = getattr(build, "__name__", "build")
             raise BigModelError(f"'{name}' is neither a training option nor an argument of {builder}(); add it to "
                                 f"its parameters, or use one of: {', '.join(CONFIG_FIELDS)}.")
+    if workers is not None:  # on Ray Tune: each trial trains a core Run on its worker (no dashboard there)
+        unknown = [k for k in options if k not in CONFIG_FIELDS]
+        if unknown:
+            raise BigModelError(f"With workers= the trials train on Ray Tune workers, which take training options "
+                                f"only; drop {', '.join(unknown)}.")
+
+        def train_on_worker(params, callbacks):
+            from bigmodel_nb.engine.core.config import TrainConfig
+            from bigmodel_nb.engine.core.run import Run
+
+            values = {**fixed, **params}
+            model = build(**{k: v for k, v in values.items() if k not in CONFIG_FIELDS})
+            config = TrainConfig(**{"seed": seed, **options, **{k: v for k, v in values.items() if k in CONFIG_FIELDS},
+                                    "monitor": metric})
+            return Run(model, data, config, callbacks, name="trial", kind="sweep").run_here()
+
+        return sweep_on_ray(train_on_worker, searched, trials=trials, workers=workers, cluster=cluster, metric=metric,
+                            prune=prune, storage=storage, study=study, timeout=timeout, seed=seed, show=show,
+                            context={"data": getattr(data, "name", str(data)), "model": getattr(build, "__name__", "")})
 
     def train_trial(params, callbacks, name, quiet):
         values = {**fixed, **params}
@@ -377,6 +396,27 @@ def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss
 
     return sweep_with(train_trial, searched, trials=trials, metric=metric, prune=prune, storage=storage, study=study,
                       timeout=timeout, seed=seed, show=show)
+
+
+def sweep_on_ray(train_on_worker, space: dict, *, trials: int, workers: int, cluster=None, metric: str = "val_loss",
+                 prune: str = "median", storage=None, study=None, timeout=None, seed=0, show: bool = True,
+                 context: dict | None = None):
+    """`sweep_with` on Ray Tune workers: `train_on_worker(params, callbacks)` runs there (shipped by value) and
+    trains one trial's Run. Example: ``sweep_on_ray(fn, space, trials=8, workers=2)``"""
+    from .engine.sweep.ray_tune import run_on_ray
+
+    view = None
+    if show:
+        from .ui.sweep import SweepView
+
+        view = SweepView(trials=trials, metric=metric).show()
+    result = run_on_ray(train_on_worker, space, trials=trials, workers=workers, cluster=cluster, metric=metric,
+                        prune=prune, storage=storage, study_name=study, timeout=timeout, seed=seed,
+                        on_trial=view.trial_done if view is not None else None)
+    result.context = dict(context or {})
+    if view is not None:
+        view.finish(result)
+    return result
 
 
 def sweep_with(train_trial, space: dict, *, trials: int = 20, metric: str = "val_loss", prune: str = "median",

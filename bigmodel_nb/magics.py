@@ -188,16 +188,7 @@ class BigModelMagics(MagicsBase):
         if optimizer is not None and not _optimizes(optimizer, model):
             raise UsageError("The `optimizer` defined in the cell does not hold this model's parameters; "
                              "create it from model.parameters() after defining the model.")
-        options = dict(
-            epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            optimizer=optimizer if optimizer is not None else args.optimizer, schedule=args.schedule,
-            warmup=args.warmup, loss=defined.get("loss_fn", args.loss), device=args.device, amp=args.amp,
-            seed=args.seed, grad_clip=args.grad_clip, checkpoint=args.checkpoint, resume=args.resume,
-            val_every=args.val_every, log_every=max(1, args.log_every), accumulate=args.accumulate,
-            compile=args.compile, activation_checkpointing=args.activation_checkpointing,
-            early_stop=args.early_stop, monitor=args.monitor, min_delta=args.min_delta,
-        )
-        _check_positive(options)
+        options = train_options(args, defined)
         source = ns.get(args.from_, args.from_) if args.from_ is not None else None  # a Run/model variable, or a path
         extra.setdefault("quiet", args.quiet)
         return train(model, data, name=args.name, background=args.background,
@@ -215,6 +206,9 @@ class BigModelMagics(MagicsBase):
     @argument("--study", default=None, metavar="NAME", help="With --storage: the study to create or continue.")
     @argument("--timeout", type=positive_number, default=None, metavar="S", help="Stop starting trials after S s.")
     @argument("--seed", type=seed_value, default=0, help="Seeds the sampler and every trial's training.")
+    @argument("--workers", type=whole_number, default=None, metavar="N",
+              help="Run N trials at a time on Ray Tune workers (a local Ray cluster unless --cluster).")
+    @argument("--cluster", default=None, metavar="ADDRESS", help="With --workers: a Ray cluster.")
     @argument("--name", type=result_name, default="sweep", help="Variable that receives the Sweep (default: sweep).")
     @cell_magic
     @user_errors
@@ -242,10 +236,9 @@ class BigModelMagics(MagicsBase):
                 hint = f" (did you mean --{close[0]}?)" if close else ""
                 raise UsageError(f"--{name} is neither a %%train flag nor used by the cell body{hint}; use "
                                  f"`{var}` in the cell (e.g. nn.Linear(64, {var})) or drop it.")
-        for flag in ("background", "workers"):
-            if flag in rest:
-                raise UsageError(f"--{flag} is not available in a %%sweep (each trial is a run named trial_N); "
-                                 "drop it.")
+        if "background" in rest:
+            raise UsageError("--background is not available in a %%sweep (each trial is a run named trial_N); "
+                             "drop it.")
         self._trial_line({**fixed, **{k: _first(p) for k, p in searched.items()}}, variables, args)  # checked now
         ns = self.shell.user_ns
         if "data" in fixed:  # the metric against the data's task, before any trial
@@ -256,6 +249,10 @@ class BigModelMagics(MagicsBase):
                 check_monitor(args.metric, as_bundle(self._data(str(fixed["data"]))).task)
             except BigModelError as exc:  # it names --monitor, the %%train flag; here it is --metric
                 raise UsageError(str(exc).replace("--monitor", "--metric")) from None
+
+        if args.workers is not None:
+            self.shell.user_ns[args.name] = self._sweep_on_ray(cell, fixed, searched, variables, args)
+            return None
 
         def train_trial(params, callbacks, name, quiet):
             values = {**fixed, **params}
@@ -271,13 +268,41 @@ class BigModelMagics(MagicsBase):
             ns.update({k.replace("-", "_"): {**fixed, **result.best["params"]}[k] for k in variables})
         return None
 
+    def _sweep_on_ray(self, cell: str, fixed: dict, searched: dict, variables: list, args):
+        """%%sweep --workers N: the cell body and the trial's %%train line run on each Ray Tune worker, in a copy
+        of the notebook's namespace (what can be pickled: modules, functions and classes of the notebook, data)."""
+        from .api import sweep_on_ray
+        from .engine.scale.distributed import connect
+
+        connect(args.cluster)
+        snapshot, metric, seed = namespace_snapshot(self.shell.user_ns), args.metric, args.seed
+
+        def train_on_worker(params, callbacks):
+            from bigmodel_nb.engine.core.config import TrainConfig
+            from bigmodel_nb.engine.core.run import Run
+            from bigmodel_nb.magics import BigModelMagics, train_options, trial_line
+            from bigmodel_nb.parsing import parse
+
+            values = {**fixed, **params}
+            env = {**snapshot, **{k.replace("-", "_"): values[k] for k in variables}}
+            trial = parse(BigModelMagics.train, trial_line(values, variables, seed) + f" --monitor {metric}")
+            exec(cell, env)  # noqa: S102 - the user's own cell body, as %%train runs it
+            defined = {k: env[k] for k in ("loss_fn", "optimizer") if k in env and k not in snapshot}
+            data = {k.removesuffix("_data"): env[k] for k in ("train_data", "val_data", "test_data") if k in env} \
+                if "train_data" in env and "train_data" not in snapshot else env.get(trial.data, trial.data)
+            options = train_options(trial, defined)
+            config = TrainConfig(**{k: v for k, v in options.items() if k != "optimizer" or isinstance(v, str)})
+            return Run(env[trial.model or "model"], data, config, callbacks, name="trial", kind="sweep").run_here()
+
+        return sweep_on_ray(train_on_worker, searched, trials=args.trials, workers=args.workers, metric=metric,
+                            prune=args.prune, storage=unquote(args.storage) if args.storage else None,
+                            study=args.study, timeout=args.timeout, seed=seed, cluster=args.cluster,
+                            context={"data": str(fixed.get("data", "data")), "model": "model"})
+
     def _trial_line(self, values: dict, variables: list, args) -> str:
         """The %%train line of one trial (parsed here, so a bad fixed flag is said before any trial)."""
-        parts = [f"--{k}" if v is True else f"--{k} {v}" for k, v in values.items() if k not in variables]
-        if "seed" not in values:
-            parts.append(f"--seed {args.seed}")
-        line = " ".join(parts)
-        parse(self.train, line + " --monitor " + args.metric)
+        line = trial_line(values, variables, args.seed)
+        train_options(parse(self.train, line + " --monitor " + args.metric), {})
         return line
 
     def _stop_previous(self, name: str) -> None:
@@ -401,6 +426,47 @@ class BigModelMagics(MagicsBase):
 
         device_table(dev.detect_devices(), dev.default_device())
         return None
+
+
+def train_options(args, defined: dict) -> dict:
+    """The TrainConfig options of a parsed %%train line; a `loss_fn` or `optimizer` the cell defined wins."""
+    optimizer = defined.get("optimizer")
+    options = dict(
+        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        optimizer=optimizer if optimizer is not None else args.optimizer, schedule=args.schedule,
+        warmup=args.warmup, loss=defined.get("loss_fn", args.loss), device=args.device, amp=args.amp,
+        seed=args.seed, grad_clip=args.grad_clip, checkpoint=args.checkpoint, resume=args.resume,
+        val_every=args.val_every, log_every=max(1, args.log_every), accumulate=args.accumulate,
+        compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+        early_stop=args.early_stop, monitor=args.monitor, min_delta=args.min_delta,
+    )
+    _check_positive(options)
+    return options
+
+
+def trial_line(values: dict, variables: list, seed) -> str:
+    """The %%train line of one %%sweep trial: its flag values (cell variables left out) and the sweep's seed."""
+    parts = [f"--{k}" if v is True else f"--{k} {v}" for k, v in values.items() if k not in variables]
+    if "seed" not in values:
+        parts.append(f"--seed {seed}")
+    return " ".join(parts)
+
+
+def namespace_snapshot(ns: dict) -> dict:
+    """What of the notebook's namespace can travel to Ray workers (modules by reference, the rest by value)."""
+    from ray import cloudpickle
+
+    skip = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+    snapshot = {}
+    for key, value in ns.items():
+        if key.startswith("_") or key in skip:
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception:  # a Run (threads), an open file, a widget: the cell body cannot use them on a worker
+            continue
+        snapshot[key] = value
+    return snapshot
 
 
 def _names_in(cell: str) -> set[str]:

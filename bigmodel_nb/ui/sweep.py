@@ -23,7 +23,7 @@ def sweep_figure(result) -> go.Figure:
     """Parallel coordinates of the finished trials (parameters, then the metric) and the best-so-far curve."""
     done = [t for t in result.trials if t["state"] == "complete" and _finite(t["value"])]
     params = [k for k in (result.trials[0] if result.trials else {}) if k not in
-              ("number", "value", "state", "steps", "time_s", "run")]
+              ("number", "value", "state", "steps", "time_s", "run", "history")]
     fig = go.Figure()
     if done:
         dims = []
@@ -64,7 +64,7 @@ def sweep_figure(result) -> go.Figure:
 def trial_rows(result) -> list[dict]:
     rows = []
     for t in result.trials:
-        row = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t.items()}
+        row = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in t.items() if k != "history"}
         rows.append(row)
     return rows
 

@@ -41,7 +41,10 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
     page.locator("button.bmnb-stop").first.click()
     wait_status(page, "stopped", timeout=10)
     lab_page.wait_idle(timeout=60)
-    out = lab_page.cell_outputs()[3]
+    out, deadline = "", time.monotonic() + 30
+    while not out and time.monotonic() < deadline:  # the last cell runs once the sweep has ended
+        out = lab_page.cell_outputs()[3]
+        time.sleep(0.2)
     assert out.startswith("after stopped") and out.rstrip().endswith(" stopped"), out  # the stopped trial
     finished = int(out.split()[2])
     assert finished < 50

@@ -34,14 +34,26 @@ class Sweep:
     status: str = "completed"  # or "stopped"
     runs: list = field(default_factory=list, repr=False)  # every trial's Run, held so %runs lists them
     notes: list = field(default_factory=list)
+    number: int | None = None  # among the session's runs, for a sweep on Ray Tune (its trials have no Run here)
+    rows_streamed: int = 0  # on Ray Tune: rows that came back from the workers while the sweep ran
+    context: dict = field(default_factory=dict, repr=False)  # data and model names, for the runs table
+
+    def run_records(self) -> list[dict]:
+        """The %runs rows of a sweep on Ray Tune, from the rows its workers streamed back."""
+        return [{"name": t["run"], "number": self.number, "kind": "sweep", "status": t["state"],
+                 "data": self.context.get("data", "?"), "model": self.context.get("model", "?"), "params": None,
+                 "config": {k: v for k, v in t.items() if k not in ("number", "value", "state", "steps", "time_s",
+                                                                   "run", "history")},
+                 "history": t.get("history", []), "elapsed": t.get("time_s")} for t in self.trials]
 
     def table(self):
         """One row per trial (a pandas DataFrame when pandas is installed). Example: ``sweep.table()``"""
+        rows = [{k: v for k, v in t.items() if k != "history"} for t in self.trials]
         try:
             import pandas as pd
         except ImportError:
-            return self.trials
-        return pd.DataFrame(self.trials)
+            return rows
+        return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
         best = f", best {self.metric} {self.best['value']:.4g} with {self.best['params']}" if self.best else ""

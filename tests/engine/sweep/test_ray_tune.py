@@ -1,0 +1,53 @@
+"""A sweep on Ray Tune workers (a local 2-CPU cluster): the trials finish in parallel, their validation rows
+stream back while the sweep runs, ASHA stops trailing trials, and the study is one Optuna can open."""
+import sys
+
+import pytest
+from torch import nn
+
+pytest.importorskip("ray.tune", reason="Ray Tune (the distributed extra) is not installed")
+import ray  # noqa: E402
+from ray import cloudpickle  # noqa: E402
+
+from bigmodel_nb.api import sweep  # noqa: E402
+from bigmodel_nb.engine.tracking import collect  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+
+
+def build(hidden=32):
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_two_workers_finish_a_small_sweep_with_rows_streamed_live():
+    seen = []
+    result = sweep(build, "digits", {"lr": "1e-3..1e-1:log", "hidden": [16, 64]}, trials=4, epochs=2, workers=2,
+                   seed=0, show=False)
+    seen.append(result.rows_streamed)
+    assert len(result.trials) == 4 and {t["state"] for t in result.trials} <= {"complete", "pruned"}
+    assert result.rows_streamed >= 4  # every validation row came back from the workers
+    finished = [t for t in result.trials if t["state"] == "complete"]
+    assert finished and result.best["value"] == min(t["value"] for t in finished)
+    assert all(1e-3 <= t["lr"] <= 1e-1 and t["hidden"] in (16, 64) for t in result.trials)
+    assert len(result.study.trials) == 4  # Optuna's own study, as the notebook can open it
+    listed = [r for r in collect() if r.kind == "sweep" and r.number == result.number]
+    assert len(listed) == 4 and all(r.history for r in listed)
+
+
+def test_the_magic_runs_the_cell_body_on_the_workers(shell, monkeypatch):
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    shell.run_cell("import torch\nfrom torch import nn")
+    shell.run_cell_magic("sweep", "--trials 2 --workers 2 --seed 0 --data digits --epochs 1 --lr 1e-3..1e-2 "
+                                  "--hidden 16,32", "model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), "
+                                                    "nn.Linear(hidden, 10))")
+    result = shell.user_ns.pop("sweep")
+    assert len(result.trials) == 2 and all(t["hidden"] in (16, 32) for t in result.trials)
+    assert result.rows_streamed >= 2 and result.best is not None
