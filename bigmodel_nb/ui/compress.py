@@ -8,12 +8,11 @@ converted notebook keeps both); elsewhere (or ``BIGMODEL_NB_UI=text``) the same 
 from __future__ import annotations
 
 import html
-import os
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .display import STYLE, in_kernel, show_figure
+from .display import STYLE, rich_output, show_figure
 from .summary import fmt_bytes, fmt_count
 from .tables import rows_html, rows_text
 
@@ -118,9 +117,7 @@ def show_compression_report(report) -> None:
 
     Example: ``show_compression_report(compress(model, "digits", steps=[Quantize("int8")]))``
     """
-    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
-    rich = forced in ("widget", "static") or (forced != "text" and in_kernel())
-    if not rich:
+    if not rich_output():
         print(compression_text(report))
         return
     from IPython.display import display

@@ -42,6 +42,13 @@ def ui_mode() -> str:
     return "text"
 
 
+def rich_output() -> bool:
+    """Reports (tables and static figures) render as HTML and Plotly: in any kernel — nbclient and nbval too —
+    or where ``BIGMODEL_NB_UI=widget|static`` forces it; ``text`` (or a terminal) prints them."""
+    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
+    return forced in ("widget", "static") or (forced != "text" and in_kernel())
+
+
 def in_kernel() -> bool:
     try:
         from IPython import get_ipython

@@ -7,13 +7,12 @@ chart a static Plotly figure (a saved notebook keeps them); elsewhere the same i
 from __future__ import annotations
 
 import html
-import os
 
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .display import STYLE, figure_bundle, in_kernel
+from .display import STYLE, figure_bundle, rich_output
 from .tables import rows_html, rows_text
 
 GALLERY = 12  # top-loss examples shown
@@ -212,9 +211,7 @@ def show_evaluation(evaluation) -> None:
 
     Example: ``show_evaluation(evaluate(model, load_dataset("digits"), "test"))``
     """
-    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
-    rich = forced in ("widget", "static") or (forced != "text" and in_kernel())
-    if not rich:
+    if not rich_output():
         print(evaluation_text(evaluation))
         return
     from IPython.display import display

@@ -5,12 +5,11 @@ switch redraw the chart; elsewhere the table and a static figure of every run's 
 from __future__ import annotations
 
 import html
-import os
 
 import plotly.graph_objects as go
 
 from .dashboard import fmt_duration
-from .display import STYLE, figure_bundle, figure_widget, in_kernel, ui_mode
+from .display import STYLE, figure_bundle, figure_widget, rich_output, ui_mode
 from .summary import fmt_bytes
 from .tables import rows_html, rows_text
 
@@ -129,9 +128,7 @@ def show_runs(runs) -> None:
 
     Example: ``show_runs(collect("runs"))``
     """
-    forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
-    rich = forced in ("widget", "static") or (forced != "text" and in_kernel())
-    if not rich:
+    if not rich_output():
         print(runs_text(runs))
         return
     from IPython.display import display

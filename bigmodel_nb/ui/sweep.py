@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import html
 import math
-import os
 
 import plotly.graph_objects as go
 
-from .display import STYLE, figure_bundle, in_kernel, ui_mode
+from .display import STYLE, figure_bundle, rich_output, ui_mode
 from .tables import rows_html, rows_text
 
 
@@ -91,9 +90,7 @@ class SweepView:
     def __init__(self, trials: int, metric: str):
         self.total, self.metric = trials, metric
         self.mode = ui_mode()
-        forced = os.environ.get("BIGMODEL_NB_UI", "").lower()
-        # As every report: tables and static figures in any kernel (nbclient too), text in a terminal
-        self.rich = forced in ("widget", "static") or (forced != "text" and in_kernel())
+        self.rich = rich_output()  # as every report: tables and static figures in any kernel, text in a terminal
         self._status = self._table = self._figure = self.output = None
 
     def show(self) -> SweepView:

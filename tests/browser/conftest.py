@@ -334,6 +334,17 @@ class LabPage:
             "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
         )
 
+    def wait_status(self, status: str, timeout: float = 10.0):
+        """Wait until the newest dashboard's status (its `data-status`) is `status`."""
+        self.page.wait_for_function(
+            "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "
+            "return els.length && els[els.length - 1].dataset.status === s; }", arg=status, timeout=timeout * 1000)
+
+    def wait_training(self, timeout: float = 90.0):
+        """Wait until the first chart's first trace has a few points (a run is training)."""
+        self.page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
+            return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
+
     def wait_idle(self, timeout: float = 120.0):
         """Wait until every cell ran (no '[*]' prompt) and the kernel is idle."""
         self.page.wait_for_function(

@@ -5,17 +5,6 @@ import time
 CELL = "model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))"
 
 
-def wait_status(page, status, timeout=10.0):
-    page.wait_for_function(
-        "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "
-        "return els.length && els[els.length - 1].dataset.status === s; }", arg=status, timeout=timeout * 1000)
-
-
-def wait_training(page, timeout=90.0):
-    page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
-        return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
-
-
 def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
     # --epochs 1..400: short trials finish, and one long enough (≥ 100 epochs) is stopped mid-way.
     cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn",
@@ -27,7 +16,7 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
     page = lab_page.page
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # a trial long enough to press Stop on
-        wait_training(page)
+        lab_page.wait_training()
         status = page.evaluate("() => (document.querySelector('.bmnb-sweep-status') || {}).textContent || ''")
         steps = page.evaluate("() => { const s = [...document.querySelectorAll('[data-status]')].pop(); "
                               "return s ? +s.dataset.step : 0; }")
@@ -39,7 +28,7 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
     lab_page.screenshot("sweep-running")
     assert "sweep" in status
     page.locator("button.bmnb-stop").first.click()
-    wait_status(page, "stopped", timeout=10)
+    lab_page.wait_status("stopped", timeout=10)
     lab_page.wait_idle(timeout=60)
     out, deadline = "", time.monotonic() + 30
     while not out and time.monotonic() < deadline:  # the last cell runs once the sweep has ended

@@ -22,23 +22,12 @@ def chart_state(page):
     }""")
 
 
-def wait_status(page, status, timeout=10.0):
-    page.wait_for_function(
-        "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "
-        "return els.length && els[els.length - 1].dataset.status === s; }", arg=status, timeout=timeout * 1000)
-
-
-def wait_training(page, timeout=90.0):
-    page.wait_for_function("""() => { const p = document.querySelector('.js-plotly-plot');
-        return p && p.data && p.data[0] && p.data[0].x && p.data[0].x.length > 2; }""", timeout=timeout * 1000)
-
-
 def start_training(lab_page, flags: str, after: str, dest: str):
     """Open a notebook whose third cell is `%%train LONG flags`, run all, wait for the first points."""
     cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn", f"%%train {LONG} {flags}\n{MODEL}", after]
     lab_page.open(cells, dest=dest)
     lab_page.run_all()
-    wait_training(lab_page.page)
+    lab_page.wait_training()
     return lab_page.page
 
 
@@ -58,7 +47,7 @@ def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
 
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
-    wait_status(page, "stopped", timeout=5)
+    lab_page.wait_status("stopped", timeout=5)
     took = time.monotonic() - t0
     print(f"Stop click to status stopped: {took:.2f} s")
     assert took < 2.0, f"Stop took {took:.2f} s"
@@ -86,17 +75,17 @@ def test_background_pause_resume_stop(lab_page):
     assert "returned running" in lab_page.cell_outputs()[3]
 
     click(page, ".bmnb-pause")
-    wait_status(page, "paused")
+    lab_page.wait_status("paused")
     held = chart_state(page)["step"]
     time.sleep(1.0)
     assert chart_state(page)["step"] == held
     lab_page.screenshot("train-background-paused")
     click(page, ".bmnb-resume")
-    wait_status(page, "running")
+    lab_page.wait_status("running")
     time.sleep(1.0)
     assert chart_state(page)["step"] > held
     click(page, ".bmnb-stop")
-    wait_status(page, "stopped")
+    lab_page.wait_status("stopped")
     assert not lab_page.errors
 
 
@@ -108,11 +97,11 @@ def test_blocking_pause_gives_the_notebook_back_and_resume_continues(lab_page):
     assert "is paused at step" in outputs[2] and "after paused" in outputs[3]
     held = chart_state(page)["step"]
     click(page, ".bmnb-resume")
-    wait_status(page, "running")
+    lab_page.wait_status("running")
     time.sleep(1.0)
     assert chart_state(page)["step"] > held
     click(page, ".bmnb-stop")
-    wait_status(page, "stopped")
+    lab_page.wait_status("stopped")
     assert not lab_page.errors
 
 
@@ -128,7 +117,7 @@ def test_without_subshells_the_buttons_interrupt_the_kernel(no_subshells, lab_pa
     page = start_training(lab_page, "", "print('after', run.status)", "no_subshells.ipynb")
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
-    wait_status(page, "stopped", timeout=10)
+    lab_page.wait_status("stopped", timeout=10)
     elapsed = time.monotonic() - t0
     lab_page.wait_idle(timeout=30)
     assert "after" in lab_page.cell_outputs()[3]
@@ -141,7 +130,7 @@ def test_kernel_interrupt_button_stops_the_run_cleanly(lab_page):
     """■ in the toolbar, with subshells on (the default): the run stops, the kernel lives."""
     page = start_training(lab_page, "", "print('after', run.status)", "interrupt.ipynb")
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
-    wait_status(page, "stopped", timeout=10)
+    lab_page.wait_status("stopped", timeout=10)
     lab_page.wait_idle(timeout=30)
     outputs = lab_page.cell_outputs()
     assert "after stopped" in outputs[3]
@@ -192,7 +181,7 @@ def test_reloaded_page_redraws_the_live_curves_and_the_loss_panel_toggles_log(la
     page = start_training(lab_page, "--background", "print('returned', run.status)", "reload.ipynb")
     lab_page.wait_idle(timeout=30)
     click(page, ".bmnb-pause")
-    wait_status(page, "paused")
+    lab_page.wait_status("paused")
     before = panels(page)  # the render thread may still draw (and persist) a few rows logged before the pause
     lr = before["lr"][-1]
     assert before["points"] > 2 and set(before["lr"]) == {lr} and before["lr_range"] == pytest.approx([0, 1.15 * lr])
@@ -220,11 +209,11 @@ def test_reloaded_page_redraws_the_live_curves_and_the_loss_panel_toggles_log(la
     page.wait_for_function(f"() => ({PANELS_JS})().loss_type === 'log'", timeout=5_000)
     assert panels(page)["active"] == 1
     click(page, ".bmnb-resume")  # the updates after a reload keep the LR axis and the chosen scale
-    wait_status(page, "running")
+    lab_page.wait_status("running")
     page.wait_for_function(f"(n) => ({PANELS_JS})().points > n + 2", arg=after["points"], timeout=10_000)
     resumed = panels(page)
     assert resumed["lr_drawn"] == pytest.approx([0, 1.15 * lr]) and resumed["loss_type"] == "log", resumed
     lab_page.screenshot("train-reloaded-log")
     click(page, ".bmnb-stop")
-    wait_status(page, "stopped")
+    lab_page.wait_status("stopped")
     assert not lab_page.errors
