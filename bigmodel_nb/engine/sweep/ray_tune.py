@@ -115,9 +115,8 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
         raise unknown_choice("--prune", prune, PRUNERS)
     import os
 
-    # Tune's progress tables and its own CSV/TensorBoard loggers: the view reports the trials instead
+    # Tune's progress tables: the view reports the trials instead (its result files, which it reads back, stay)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     connect(cluster)
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
