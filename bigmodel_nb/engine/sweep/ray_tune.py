@@ -75,10 +75,9 @@ class _Stream:
         last = self.last.get(trial.trial_id, {})
         state = "fail" if error else "complete" if last.get("finished") else "pruned"
         vals = [r for r in self.rows.get(trial.trial_id, []) if r.get("split") == "val"]
-        value = last.get("value") if state == "complete" else (vals[-1].get("value") if vals else None)
-        number = len(self.result.trials)
-        row = {"number": number, **{k: trial.config.get(k) for k in self.space},
-               "value": value if state == "complete" else (last.get("value") if last else None), "state": state,
+        number = len(self.result.trials)  # the last report: the best value when finished, else the last validation's
+        row = {"number": number, **{k: trial.config.get(k) for k in self.space}, "value": last.get("value"),
+               "state": state,
                "steps": last.get("steps") or (vals[-1]["step"] if vals else 0),
                "time_s": round(last.get("time_total_s") or 0.0, 3),  # the trial's own time, as Tune counts it
                "run": f"trial_{number}", "history": self.rows.get(trial.trial_id, [])}
