@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _API = {
     **{name: "api" for name in ("train", "fit", "lr_find", "compare_optimizers", "summary", "grads", "attention",
-                                "compress", "evaluate", "runs", "set_log_dir", "sweep")},
+                                "compress", "evaluate", "runs", "set_log_dir", "sweep", "optimizer_playground")},
     "detect_devices": "engine.core.device", "default_device": "engine.core.device",
     "set_default_device": "engine.core.device",
     "load_dataset": "engine.core.batches", "DataBundle": "engine.core.batches", "DATASETS": "engine.core.batches",
@@ -23,7 +23,7 @@ _API = {
     **{name: "engine.transfer" for name in ("export", "load_from", "replace_head", "freeze", "unfreeze", "Unfreeze",
                                             "trainable_counts", "class_subset")},
     "TrainingDashboard": "ui.dashboard", "Evaluation": "engine.evaluate", "Runs": "engine.tracking",
-    "Sweep": "engine.sweep",
+    "Sweep": "engine.sweep", "Playground": "engine.compare.playground",
     **{name: "engine.compress" for name in ("CompressionReport", "Prune", "Quantize", "Finetune", "Distill")},
 }
 __all__ = ["load_ipython_extension", "unload_ipython_extension", *_API]

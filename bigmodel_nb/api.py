@@ -223,6 +223,34 @@ def _trajectories(function: str, names: list[str], *, start, steps, lr, show: bo
     return result
 
 
+def optimizer_playground(function="rosenbrock", optimizers=("sgd", "momentum", "rmsprop", "adam"), *,
+                         steps: int = 300, start=None, lr=None, options: dict | None = None, condition: float = 20.0,
+                         show: bool = True):
+    """Real `torch.optim` paths on a 2-D function with a slider per learning rate and hyperparameter, a clickable
+    start, a step scrubber and a loss panel -> `Playground` (its ``.settings`` and ``.results`` follow the
+    controls). `function`: a name or your own ``f(x, y)`` on tensors; `lr`: a number, a dict or "sgd=0.1,adam=0.05";
+    `options`: e.g. ``{"momentum": {"momentum": 0.5}}``. Where no widgets run, the static figure of these settings.
+
+    Example: ``pg = bigmodel_nb.optimizer_playground("saddle", ["sgd", "momentum", "adam"])``
+    """
+    from .engine.compare.optimizers import parse_lrs
+    from .engine.compare.playground import Playground
+
+    names = [o.strip() for o in optimizers.split(",")] if isinstance(optimizers, str) else list(optimizers)
+    if isinstance(lr, str):
+        if lr.strip() == "auto":
+            raise BigModelError("--lr auto applies to model comparisons; in the playground give numbers (or move "
+                                "the sliders).")
+        named = {part.split("=")[0].strip() for part in lr.split(",")} if "=" in lr else set(names)
+        lr = {k: v for k, v in parse_lrs(lr, names).items() if k in named}  # the others: the function's own
+    pg = Playground(function, names, steps=steps, start=start, lr=lr, options=options, condition=condition)
+    if show:
+        from .ui.playground import PlaygroundView
+
+        PlaygroundView(pg).show()
+    return pg
+
+
 def summary(model, input_shape=None, *, show: bool = True, **options):
     """Parameters, per-layer table, memory estimate and fit (rendered in a notebook); the options of %summary.
 

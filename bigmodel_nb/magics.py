@@ -359,6 +359,38 @@ class BigModelMagics(MagicsBase):
         return None
 
     @magic_arguments()
+    @argument("--function", default="rosenbrock",
+              help="rosenbrock, beale, rastrigin, saddle, quadratic, or the name of your own f(x, y) on tensors.")
+    @argument("--optimizers", default="sgd,momentum,rmsprop,adam", help="Comma-separated optimizer names.")
+    @argument("--steps", type=whole_number, default=300, help="Steps per path (default 300; the slider goes to 1000).")
+    @argument("--start", default=None, help="The starting point x,y (or click the contour).")
+    @argument("--lr", type=lr_spec, default=None, help="A number for all, or pairs like sgd=0.1,adam=0.05.")
+    @argument("--condition", type=positive_number, default=20.0, help="The quadratic's condition number κ (1–1000).")
+    @argument("--name", type=result_name, default="playground",
+              help="Variable that receives the playground (default: playground).")
+    @line_magic
+    @user_errors
+    def optimizer_playground(self, line: str):
+        """Sliders for each optimizer's learning rate and hyperparameters, a function dropdown, a clickable start
+        point and a step scrubber over real torch.optim paths; `playground.settings` holds what you chose.
+
+        %optimizer_playground --function saddle --optimizers sgd,momentum,adam
+        """
+        from .api import optimizer_playground
+        from .engine.compare.landscapes import FUNCTIONS
+
+        args = parse(self.optimizer_playground, line)
+        function = args.function
+        if function.lower() not in FUNCTIONS and function in self.shell.user_ns:
+            function = self.shell.user_ns[function]
+            if not callable(function):
+                raise UsageError(f"'{args.function}' is not a function; pass a name like rosenbrock or a function "
+                                 "f(x, y) of two tensors.")
+        self.shell.user_ns[args.name] = optimizer_playground(function, args.optimizers, steps=args.steps,
+                                                             start=args.start, lr=args.lr, condition=args.condition)
+        return None
+
+    @magic_arguments()
     @argument("model_name", type=variable_name, nargs="?", default="model", help="Model variable (default: model).")
     @argument("--data", type=variable_name, default=None, help="Built-in dataset name or a data variable.")
     @argument("--optimizer", default="adam", help="sgd, momentum, nesterov, rmsprop, adagrad, adam, adamw.")

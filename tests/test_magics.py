@@ -168,6 +168,34 @@ def test_compare_optimizers_on_a_test_function(ip, capsys):
         ip.run_line_magic("compare_optimizers", "--function rosenbrock --start 1")
 
 
+def test_optimizer_playground_takes_flags_or_your_own_function_and_keeps_the_settings(ip, capsys):
+    import numpy as np
+
+    ip.run_line_magic("optimizer_playground", "--function saddle --optimizers sgd,momentum --steps 80 --lr sgd=0.02")
+    pg = ip.user_ns.pop("playground")
+    assert pg.settings.function == "saddle" and pg.settings.lrs["sgd"] == 0.02 and len(pg.paths["sgd"]) == 81
+    assert pg.settings.lrs["momentum"] == 5e-3  # not named: the saddle's own rate
+    assert "saddle: sgd d=" in capsys.readouterr().out  # no widget frontend here: the static figure and its line
+    same = ip.run_line_magic("compare_optimizers", "--function saddle --optimizers sgd,momentum --steps 80 "
+                                                   "--lr sgd=0.02,momentum=5e-3 --name traj")
+    assert same is None
+    np.testing.assert_array_equal(ip.user_ns.pop("traj").paths["momentum"], pg.paths["momentum"])
+
+    ip.run_cell("def bowl(x, y):\n    return (x - 1) ** 2 + 2 * y ** 2\nnot_a_function = 3")
+    ip.run_line_magic("optimizer_playground", "--function bowl --optimizers sgd --start 0,1 --name pg")
+    pg = ip.user_ns.pop("pg")
+    assert pg.settings.function == "bowl" and pg.settings.start == (0.0, 1.0) and pg.results["sgd"]["distance"] < 0.05
+    with pytest.raises(UsageError, match="'not_a_function' is not a function"):
+        ip.run_line_magic("optimizer_playground", "--function not_a_function")
+    with pytest.raises(UsageError, match="Unknown test function 'rosenbrok'.*did you mean 'rosenbrock'"):
+        ip.run_line_magic("optimizer_playground", "--function rosenbrok")
+    with pytest.raises(UsageError, match="--lr auto applies to model comparisons"):
+        ip.run_line_magic("optimizer_playground", "--lr auto")
+    with pytest.raises(UsageError, match="--lr names 'adam', which is not among"):
+        ip.run_line_magic("optimizer_playground", "--optimizers sgd --lr adam=0.1")
+    ip.user_ns.pop("bowl"), ip.user_ns.pop("not_a_function")
+
+
 def test_a_pandas_frame_with_its_target_column(ip):
     ip.run_cell("import pandas as pd\nfrom sklearn.datasets import load_breast_cancer\n"
                 "df = load_breast_cancer(as_frame=True).frame\n"

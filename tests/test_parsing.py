@@ -28,6 +28,7 @@ MAGICS = {
     "lr_find": BigModelMagics.lr_find, "device": BigModelMagics.device, "summary": InspectMagics.summary,
     "grads": InspectMagics.grads, "attention": InspectMagics.attention, "compress": InspectMagics.compress,
     "evaluate": InspectMagics.evaluate, "runs": BigModelMagics.runs, "sweep": BigModelMagics.sweep,
+    "optimizer_playground": BigModelMagics.optimizer_playground,
 }
 LINES_PER_MAGIC = 400
 

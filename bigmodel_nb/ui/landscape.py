@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..engine.compare.landscapes import FUNCTIONS, Trajectories
+from ..engine.compare.landscapes import TestFunction, Trajectories
 
 MAX_FRAMES = 60  # animation frames; each only moves one small shape per optimizer, so the JSON stays small
 
@@ -19,13 +19,16 @@ def optimizer_color(name: str, i: int = 0) -> str:
     return OPTIMIZER_COLORS.get(name, _FALLBACK[i % len(_FALLBACK)])
 
 
-def _surface(function: str, grid: int):
-    fn = FUNCTIONS[function]
+def surface(fn: TestFunction, grid: int = 120):
+    """x, y and f on a `grid` × `grid` sample of the function's bounds (log(1 + f) where it has a log scale).
+
+    Example: ``x, y, z = surface(FUNCTIONS["beale"])``
+    """
     (x0, x1), (y0, y1) = fn.bounds
     x, y = np.linspace(x0, x1, grid), np.linspace(y0, y1, grid)
     X, Y = torch.meshgrid(torch.from_numpy(x), torch.from_numpy(y), indexing="xy")
     with torch.no_grad():
-        z = fn.f(torch.stack([X, Y])).numpy()
+        z = fn.values(torch.stack([X, Y])).numpy()
     if fn.log_scale:  # a deep narrow valley is invisible on a linear scale
         z = np.log1p(z)
     # float32 halves the payload and is plenty for a picture
@@ -42,8 +45,8 @@ def trajectory_figure(result: Trajectories, *, grid: int = 120) -> go.Figure:
 
     Example: ``trajectory_figure(trajectories("rosenbrock")).show()``
     """
-    fn = FUNCTIONS[result.function]
-    x, y, z = _surface(result.function, grid)
+    fn = result.test_function
+    x, y, z = surface(fn, grid)
     fig = go.Figure()
     fig.add_trace(go.Contour(x=x, y=y, z=z, ncontours=30, colorscale="Greys", opacity=0.55, line=dict(width=0.5),
                              colorbar=dict(title=dict(text="log(1+f)" if fn.log_scale else "f"), thickness=12),

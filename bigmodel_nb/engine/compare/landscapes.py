@@ -5,14 +5,15 @@ Example: ``trajectories("rosenbrock", ("sgd", "adam")).table()``
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..core.errors import BigModelError, unknown_choice
-from ..core.optim import OPTIMIZERS, default_lr, make_optimizer
+from ..core.optim import OPTIMIZERS, default_lr
 
 DIVERGED = 1e6  # |x| or |y| beyond this (or a non-finite value) stops an optimizer as diverged
 
@@ -35,6 +36,8 @@ class TestFunction:
     formula: str  # plain Unicode, so titles read right with or without MathJax
     log_scale: bool = False  # plot log(1 + f) so a deep, narrow valley shows
     saddle: tuple[float, float] | None = None  # distances are measured to it when there is no minimum
+    elementwise: bool = True  # f(stack([X, Y])) evaluates many points at once; False for a user's f that mixes them
+    target_name: str | None = None  # what the minima are, when not the known minima ("lowest grid point")
 
     @property
     def targets(self) -> list[tuple[float, float]]:
@@ -43,7 +46,14 @@ class TestFunction:
 
     @property
     def target_label(self) -> str:
-        return "minimum" if self.minima else "saddle point"
+        return self.target_name or ("minimum" if self.minima else "saddle point")
+
+    def values(self, xy: torch.Tensor) -> torch.Tensor:
+        """f at each column of `xy` ([2, ...]), whether or not `f` itself is elementwise."""
+        if self.elementwise:
+            return self.f(xy)
+        flat = xy.reshape(2, -1)
+        return torch.stack([self.f(flat[:, i]) for i in range(flat.shape[1])]).reshape(xy.shape[1:])
 
 
 def _rosenbrock(xy, a=1.0, b=100.0):
@@ -65,8 +75,11 @@ def _saddle(xy):
     return xy[0] ** 2 - xy[1] ** 2
 
 
-def _quadratic(xy):  # condition number 20: steep in y, shallow in x
-    return 0.5 * (xy[0] ** 2 + 20 * xy[1] ** 2)
+def quadratic(condition: float = 20.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """½(x² + κy²): steep in y, shallow in x; κ is the condition number (the ratio of the curvatures)."""
+    def f(xy):
+        return 0.5 * (xy[0] ** 2 + condition * xy[1] ** 2)
+    return f
 
 
 # Learning rates picked by trying them: each optimizer moves visibly within ~200 steps and none diverges.
@@ -90,10 +103,151 @@ FUNCTIONS: dict[str, TestFunction] = {
         {"sgd": 1e-2, "momentum": 5e-3, "nesterov": 5e-3, "rmsprop": 1e-2, "adagrad": 0.5, "adam": 0.05, "adamw": 0.05},
         "x² − y²", saddle=(0.0, 0.0)),
     "quadratic": TestFunction(
-        "quadratic", _quadratic, [(0.0, 0.0)], (-4.0, 1.5), ((-5.0, 5.0), (-2.0, 2.0)),
+        "quadratic", quadratic(20.0), [(0.0, 0.0)], (-4.0, 1.5), ((-5.0, 5.0), (-2.0, 2.0)),
         {"sgd": 0.02, "momentum": 0.02, "nesterov": 0.02, "rmsprop": 0.05, "adagrad": 0.5, "adam": 0.1, "adamw": 0.1},
         "½(x² + 20y²)"),
 }
+
+
+# A user's function has no tuned rates: these move visibly on a unit-scale bowl without diverging.
+CUSTOM_LRS = {"sgd": 0.05, "momentum": 0.01, "nesterov": 0.01, "rmsprop": 0.01, "adagrad": 0.5, "adam": 0.05,
+              "adamw": 0.05}
+
+
+def quadratic_function(condition: float) -> TestFunction:
+    """The quadratic bowl with condition number κ = `condition` (1 is round; 100 is a narrow valley).
+
+    Example: ``trajectories(quadratic_function(100), ["sgd", "momentum"])``
+    """
+    if isinstance(condition, bool) or not isinstance(condition, (int, float)) or not 1 <= condition <= 1e4:
+        raise BigModelError(f"The condition number must be a number from 1 to 10000; got {condition!r}.")
+    base = FUNCTIONS["quadratic"]
+    return TestFunction("quadratic", quadratic(float(condition)), base.minima, base.start, base.bounds, base.lrs,
+                        f"½(x² + {condition:g}y²)")
+
+
+def custom_function(f: Callable, *, bounds=((-2.0, 2.0), (-2.0, 2.0)), start=None, name: str | None = None,
+                    grid: int = 121) -> TestFunction:
+    """A user's own ``f(x, y)`` on tensors as a test function. Distances are measured to the lowest point of a
+    `grid` × `grid` sample of `bounds`, since its true minimum is not known.
+
+    Example: ``trajectories(custom_function(lambda x, y: x**2 + 3 * y**2), ["sgd", "adam"])``
+    """
+    label = name or getattr(f, "__name__", "custom")
+    label = "custom" if label == "<lambda>" else label
+    try:
+        (x0, x1), (y0, y1) = ((float(a), float(b)) for a, b in bounds)
+    except (TypeError, ValueError):
+        raise BigModelError(f"bounds must be ((xmin, xmax), (ymin, ymax)); got {bounds!r}.") from None
+    if not (x0 < x1 and y0 < y1) or not all(map(math.isfinite, (x0, x1, y0, y1))):
+        raise BigModelError(f"bounds must be finite with min < max on both axes; got {bounds!r}.")
+    start = (x0 + 0.2 * (x1 - x0), y0 + 0.8 * (y1 - y0)) if start is None else parse_start(start)
+
+    def f_xy(xy):
+        return f(xy[0], xy[1])
+
+    probe = torch.tensor([[start[0], x0, x1], [start[1], y0, y1]], dtype=torch.float64, requires_grad=True)
+    try:
+        with warnings.catch_warnings():  # e.g. float(x) warns before our sentence says what is wrong
+            warnings.simplefilter("ignore")
+            one = f_xy(probe[:, 0])
+    except Exception as e:
+        raise BigModelError(f"Your function raised {type(e).__name__} at the start point: {e}. It must take two "
+                            "tensors x, y and return a tensor.") from None
+    if not isinstance(one, torch.Tensor) or one.numel() != 1:
+        raise BigModelError(f"Your function must return one number (a 0-d tensor) for one point; it returned "
+                            f"{type(one).__name__}{tuple(one.shape) if isinstance(one, torch.Tensor) else ''}. Use "
+                            "torch operations on x and y, e.g. lambda x, y: x**2 + 3*y**2.")
+    if not one.requires_grad:
+        raise BigModelError("Your function's value does not depend on x and y through torch operations, so it has "
+                            "no gradient; use torch functions (torch.sin, torch.exp, ...) rather than math or numpy.")
+    try:  # elementwise functions evaluate many points in one call: the grid, and every optimizer at once
+        many = f_xy(probe)
+        elementwise = (isinstance(many, torch.Tensor) and many.shape == (3,)
+                       and torch.allclose(many[0], one.reshape(()), equal_nan=True))
+    except Exception:
+        elementwise = False
+    fn = TestFunction(label, f_xy, [], start, ((x0, x1), (y0, y1)), CUSTOM_LRS, "your own function",
+                      elementwise=elementwise)
+    xs, ys = torch.linspace(x0, x1, grid, dtype=torch.float64), torch.linspace(y0, y1, grid, dtype=torch.float64)
+    X, Y = torch.meshgrid(xs, ys, indexing="xy")
+    with torch.no_grad():
+        z = fn.values(torch.stack([X, Y])).nan_to_num(nan=math.inf)
+    k = int(torch.argmin(z))
+    lowest = (float(X.flatten()[k]), float(Y.flatten()[k]))
+    log_scale = bool(torch.isfinite(z).all()) and float(z.min()) >= 0 and float(z.max()) > 100 * (float(z.min()) + 1)
+    return TestFunction(label, f_xy, [lowest], start, ((x0, x1), (y0, y1)), CUSTOM_LRS, "your own function",
+                        log_scale=log_scale, elementwise=elementwise, target_name="lowest grid point")
+
+
+def test_function(function, condition: float | None = None) -> TestFunction:
+    """A name ("rosenbrock", ...), a `TestFunction`, or a callable ``f(x, y)`` -> `TestFunction`.
+
+    Example: ``test_function("quadratic", condition=100).formula == "½(x² + 100y²)"``
+    """
+    if isinstance(function, TestFunction):
+        return function
+    if callable(function):
+        return custom_function(function)
+    name = str(function).lower()
+    if name not in FUNCTIONS:
+        raise unknown_choice("test function", name, FUNCTIONS)
+    if name == "quadratic" and condition is not None:
+        return quadratic_function(condition)
+    return FUNCTIONS[name]
+
+
+test_function.__test__ = False  # a factory, not a pytest test
+
+
+# The hyperparameters besides the learning rate that each optimizer exposes, with torch's defaults.
+# β₁ and β₂ are torch's `betas` pair; the others are torch's keyword names.
+KNOBS: dict[str, dict[str, float]] = {
+    "sgd": {},
+    "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8},
+    "adagrad": {"eps": 1e-10},
+    "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    "adamw": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+}
+
+
+# Slider ranges (low, high, log scale) for the playground, and what torch accepts: [0, 1) for the decay rates,
+# eps > 0, weight decay ≥ 0.
+KNOB_RANGES: dict[str, tuple[float, float, bool]] = {
+    "momentum": (0.0, 0.99, False), "alpha": (0.5, 0.999, False), "beta1": (0.0, 0.99, False),
+    "beta2": (0.5, 0.9999, False), "eps": (1e-10, 1.0, True), "weight_decay": (0.0, 1.0, False),
+}
+
+
+def _valid(key: str, value: float) -> bool:
+    if key == "eps":
+        return value > 0
+    if key == "weight_decay":
+        return value >= 0
+    return 0 <= value < 1
+
+
+def optimizer_kwargs(name: str, options: dict | None) -> dict:
+    """torch keyword arguments from a knob dict (``{"beta1": 0.8}`` -> ``{"betas": (0.8, 0.999)}``).
+
+    Example: ``optimizer_kwargs("adam", {"beta1": 0.5})["betas"] == (0.5, 0.999)``
+    """
+    options = dict(options or {})
+    known = KNOBS.get(name, {})
+    for key, value in options.items():
+        if key not in known:
+            has = ", ".join(known) or "only the learning rate"
+            raise BigModelError(f"{name} has no setting '{key}'; it has {has}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not _valid(key, value):
+            rule = {"eps": "above 0", "weight_decay": "0 or more"}.get(key, "from 0 up to (not including) 1")
+            raise BigModelError(f"{name}'s {key} must be a number {rule}; got {value!r}.")
+    kwargs = {k: float(v) for k, v in options.items() if k not in ("beta1", "beta2")}
+    if "beta1" in options or "beta2" in options:
+        kwargs["betas"] = (float(options.get("beta1", known["beta1"])), float(options.get("beta2", known["beta2"])))
+    return kwargs
 
 
 @dataclass
@@ -107,10 +261,12 @@ class Trajectories:
     minima: list[tuple[float, float]]
     start: tuple[float, float] = (0.0, 0.0)
     distance_to: str = "minimum"  # or "saddle point" when the function has no minimum
+    options: dict[str, dict] = field(default_factory=dict)  # optimizer -> its other hyperparameters, as run
+    spec: TestFunction | None = None  # the function run, when it is not one of FUNCTIONS as defined
 
     @property
     def test_function(self) -> TestFunction:
-        return FUNCTIONS[self.function]
+        return self.spec or FUNCTIONS[self.function]
 
     def table(self):
         """One row per optimizer; a pandas DataFrame when pandas is installed. Example: ``result.table()``"""
@@ -146,41 +302,39 @@ def _lr_for(name: str, fn: TestFunction, lr) -> float:
     return float(lr)
 
 
-def _run(fn: TestFunction, name: str, start: tuple[float, float], lr: float, steps: int):
-    p = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))  # float64: paths exact to ~1e-15
-    opt = make_optimizer(name, [p], lr=lr)
-    points, losses = [p.detach().clone()], []
-    diverged = False
+def _run_all(fn: TestFunction, names: list[str], start, lrs: dict, kwargs: dict, steps: int) -> np.ndarray:
+    """Every optimizer's path at once -> [steps+1, 2, K]. One forward and one backward per step serve them all
+    (the sum of f over the optimizers' points has each one's own gradient as its partial derivative), and
+    optimizers of one torch class share an instance, one param group each: the same arithmetic with fewer calls."""
+    params = [torch.nn.Parameter(torch.tensor(start, dtype=torch.float64)) for _ in names]  # float64: exact paths
+    groups: dict[type, list[dict]] = {}
+    for name, p in zip(names, params):
+        cls, fixed, _ = OPTIMIZERS[name]
+        groups.setdefault(cls, []).append({"params": [p], "lr": lrs[name], **fixed, **kwargs[name]})
+    optimizers = [cls(g, lr=g[0]["lr"], foreach=False) for cls, g in groups.items()]  # foreach: no gain on 2 numbers
+    points = []
     for _ in range(steps):
-        opt.zero_grad()
-        loss = fn.f(p)
-        loss.backward()
-        losses.append(loss.item())
-        opt.step()
-        point = p.detach().clone()
-        if not bool(torch.isfinite(point).all()) or float(point.abs().max()) > DIVERGED:
-            diverged = True  # the path ends at the last sensible point
-            break
-        points.append(point)
-    with torch.no_grad():
-        last = fn.f(points[-1]).item()
-    if len(losses) < len(points):  # after a diverged step, f at the last kept point is already in
-        losses.append(last)
-    diverged = diverged or not math.isfinite(last)
-    return torch.stack(points).numpy(), np.asarray(losses), diverged
+        xy = torch.stack(params, dim=1)  # [2, K]
+        points.append(xy.detach())
+        fn.values(xy).sum().backward()
+        for opt in optimizers:
+            opt.step()
+        for p in params:
+            p.grad = None
+    points.append(torch.stack(params, dim=1).detach())
+    return torch.stack(points).numpy()
 
 
-def trajectories(function: str, optimizers=("sgd", "momentum", "rmsprop", "adam"), *, steps: int = 200,
-                 start=None, lr=None) -> Trajectories:
+def trajectories(function, optimizers=("sgd", "momentum", "rmsprop", "adam"), *, steps: int = 200,
+                 start=None, lr=None, options: dict | None = None, condition: float | None = None) -> Trajectories:
     """Run each optimizer from the same start on a 2-D test function with the real `torch.optim` classes.
 
-    `lr` is None (per-function defaults), one number for all, or a dict optimizer -> lr.
+    `function`: a name, a `TestFunction` or a callable ``f(x, y)``. `lr` is None (per-function defaults), one
+    number for all, or a dict optimizer -> lr; `options` maps an optimizer to its other settings (`KNOBS`), e.g.
+    ``{"momentum": {"momentum": 0.5}}``; `condition` is the quadratic's condition number.
     Example: ``trajectories("rosenbrock", ["sgd", "adam"], steps=300, start="-1,2")``
     """
-    name = str(function).lower()
-    if name not in FUNCTIONS:
-        raise unknown_choice("test function", name, FUNCTIONS)
-    fn = FUNCTIONS[name]
+    fn = test_function(function, condition)
     if isinstance(optimizers, str):
         optimizers = optimizers.split(",")
     names = list(dict.fromkeys(str(o).strip().lower() for o in optimizers if str(o).strip()))
@@ -192,15 +346,25 @@ def trajectories(function: str, optimizers=("sgd", "momentum", "rmsprop", "adam"
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BigModelError(f"--steps must be a positive whole number; got {steps!r}.")
     start = fn.start if start is None else parse_start(start)
-    targets = np.asarray(fn.targets)
+    options = {o: dict((options or {}).get(o) or {}) for o in names}
+    lrs = {o: _lr_for(o, fn, lr) for o in names}
+    kwargs = {o: optimizer_kwargs(o, options[o]) for o in names}
+    points = _run_all(fn, names, start, lrs, kwargs, int(steps))
+    with torch.no_grad():
+        values = fn.values(torch.from_numpy(points).permute(1, 0, 2)).numpy()  # [steps+1, K]: f at every point
 
-    result = Trajectories(name, {}, {}, {}, {}, list(fn.minima), start, fn.target_label)
-    for o in names:
-        result.lrs[o] = _lr_for(o, fn, lr)
-        path, losses, diverged = _run(fn, o, start, result.lrs[o], int(steps))
+    targets = np.asarray(fn.targets)
+    spec = None if fn is FUNCTIONS.get(fn.name) else fn
+    result = Trajectories(fn.name, {}, {}, lrs, {}, list(fn.minima), start, fn.target_label, options, spec)
+    for k, o in enumerate(names):
+        path, losses = points[:, :, k], values[:, k]
+        bad = ~np.isfinite(path).all(axis=1) | (np.abs(path).max(axis=1) > DIVERGED)
+        end = max(1, int(np.argmax(bad))) if bad.any() else len(path)  # the path ends at the last sensible point
+        path, losses = path[:end], losses[:end]
+        diverged = bool(bad.any()) or not math.isfinite(losses[-1])
         result.paths[o], result.losses[o] = path, losses
         x, y = path[-1]
         result.results[o] = {"x": float(x), "y": float(y), "loss": float(losses[-1]),
-                           "distance": float(np.min(np.hypot(*(targets - path[-1]).T))),
-                           "steps": len(path) - 1, "diverged": diverged}
+                             "distance": float(np.min(np.hypot(*(targets - path[-1]).T))),
+                             "steps": len(path) - 1, "diverged": diverged}
     return result
