@@ -11,6 +11,7 @@ import contextvars
 import html
 import logging
 import resource
+import sys
 import threading
 import time
 
@@ -81,6 +82,8 @@ class TrainingDashboard(Callback):
         self._done = threading.Event()
         self._render_thread: threading.Thread | None = None
         self._last_text = 0.0
+        self._first_step: tuple[float, int] | None = None  # (time, step) at the first step end: the ETA's origin
+        self._progress_handle = None  # text mode in a kernel: the one progress line, updated in place
         self._shown = False
         self.controls = None
         self.figure = None
@@ -161,6 +164,8 @@ class TrainingDashboard(Callback):
                 print(f"epoch {logs['epoch']}: {self.params_text()}", flush=True)
 
     def on_step_end(self, run, logs):
+        if self._first_step is None:  # after the start-up (workers, compilation, first batch): not in the rate
+            self._first_step = (time.perf_counter(), run.step)
         if "loss" in logs:
             self.series["train"].add(logs)
             self.samples_per_s = logs.get("samples_per_s", self.samples_per_s)
@@ -238,7 +243,10 @@ class TrainingDashboard(Callback):
             report = getattr(self.run, "gradients", None) or self.recorder.report()
         if self.mode == "text" or not self._shown:
             if self.mode == "text":
-                print(self.summary())
+                if self._progress_handle is not None:  # the progress line becomes the summary: no stale ETA stays
+                    self._progress_handle.update({"text/plain": self.summary()}, raw=True)
+                else:
+                    print(self.summary())
                 if report is not None:
                     from .grads import flags_text
 
@@ -287,8 +295,9 @@ class TrainingDashboard(Callback):
                 parts.append(f"val acc {last_val['accuracy']:.3f}")
         if self.samples_per_s:
             parts.append(self.throughput_text())
-        if run.status == "running":
-            parts.append(f"ETA {fmt_duration(self.eta())}")
+        eta = self.eta() if run.status == "running" else None  # an ended run shows its elapsed time instead
+        if eta is not None:
+            parts.append(f"ETA {fmt_duration(eta)}")
         return " · ".join(parts)
 
     def throughput_text(self) -> str:
@@ -333,12 +342,17 @@ class TrainingDashboard(Callback):
         trainable, frozen = self.counts
         return f"{trainable:,} trainable / {frozen:,} frozen parameters"
 
-    def eta(self) -> float:
-        done = self.run.step - getattr(self, "_step_begin", 0)
-        if done <= 0:
-            return 0.0
-        rate = done / max(1e-9, time.perf_counter() - self._t_begin)
-        return (self.run.total_steps - self.run.step) / rate
+    def eta(self) -> float | None:
+        """Seconds left at the rate since the first step ended, or None before a rate is known. The start-up
+        (Ray workers, torch.compile, the first batch) is left out: counted in, 10 steps after a 40 s start
+        predicted minutes for a run that ended seconds later."""
+        if self._first_step is None:
+            return None
+        t0, step0 = self._first_step
+        done, seconds = self.run.step - step0, time.perf_counter() - t0
+        if done <= 0 or seconds <= 0:
+            return None
+        return max(0.0, (self.run.total_steps - self.run.step) * seconds / done)
 
     def _last(self, split: str) -> dict | None:
         s = self.series[split]
@@ -347,10 +361,23 @@ class TrainingDashboard(Callback):
         return {k: v[-1] for k, v in s.values.items()}
 
     def _maybe_print(self) -> None:
+        """Text mode: the progress line, at most every TEXT_EVERY_S. In a kernel's main thread (nbclient,
+        nbconvert, nbval) it is one output updated in place, which `finish` turns into the summary, so a
+        saved notebook shows how the run ended, not a stale ETA; elsewhere (a terminal, a background run)
+        one line is printed each time."""
         now = time.perf_counter()
         if now - self._last_text >= TEXT_EVERY_S:
             self._last_text = now
-            print(self.progress_text(), flush=True)
+            line = self.progress_text()
+            if self._progress_handle is not None:
+                self._progress_handle.update({"text/plain": line}, raw=True)
+            elif in_kernel() and threading.current_thread() is threading.main_thread():
+                from IPython.display import display
+
+                sys.stdout.flush()  # the lines printed before it stay above it
+                self._progress_handle = display({"text/plain": line}, raw=True, display_id=True)
+            else:
+                print(line, flush=True)
 
     def _render_status(self) -> str:
         run = self.run

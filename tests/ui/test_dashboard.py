@@ -219,3 +219,66 @@ def test_the_loss_panel_toggles_log_in_the_live_and_the_static_figure_clear_of_t
     relaid = go.Figure(static)
     relaid.plotly_relayout(static["layout"]["updatemenus"][0]["buttons"][1]["args"][0])
     assert relaid.layout.yaxis.type == "log" and relaid.layout.updatemenus[0].active == 1
+
+
+def test_eta_leaves_out_the_start_up_and_an_ended_run_shows_its_elapsed_time(monkeypatch, mlp):
+    """A slow start (Ray workers, compilation) must not turn into minutes of ETA for a run that ends in
+    seconds, and once the run has ended no line shows an ETA: its status says how long it took."""
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    run = Run(mlp(), "digits", TrainConfig(epochs=1, seed=0))  # 20 steps
+    dash = TrainingDashboard(run)
+    clock = [100.0]
+    monkeypatch.setattr(dash_mod.time, "perf_counter", lambda: clock[0])
+    run.status, run.step, run.total_steps = "running", 0, 20
+    dash.on_train_begin(run, {"epochs": 1, "start_step": 0, "total_steps": 20, "steps_per_epoch": 20,
+                              "device": "cpu", "amp": "off", "params": 1})
+    assert dash.eta() is None and "ETA" not in dash.progress_text()  # no rate yet: no guess
+    clock[0] += 40.0  # the start-up, then the first step ends
+    run.step = 1
+    dash.on_step_end(run, {})
+    assert dash.eta() is None
+    clock[0] += 1.0  # 9 more steps in 1 s: 10 steps left take ~1.1 s, not 40 s
+    run.step = 10
+    assert dash.eta() == pytest.approx(10 / 9)
+    assert "ETA 0:01" in dash.progress_text()
+    for status in ("completed", "stopped", "failed"):
+        run.status = status
+        assert "ETA" not in dash.progress_text() and "ETA" not in dash._render_status()
+        assert f"run {status} at step 10/20 in " in dash._render_status()
+
+
+def test_text_mode_in_a_kernel_ends_with_the_summary_in_place_of_the_progress_line(monkeypatch, shell, capsys, mlp,
+                                                                                  slow):
+    """nbclient/nbval run in text mode: the progress line is one output updated in place, and the saved
+    notebook keeps the finished run's summary there (its elapsed time), never an 'ETA m:ss'."""
+    import IPython.display
+
+    class Handle:
+        def __init__(self, obj):
+            self.shown = [obj["text/plain"]]
+
+        def update(self, obj, **kwargs):
+            self.shown.append(obj["text/plain"])
+
+    handles, figures = [], []
+
+    def fake_display(obj, raw=False, display_id=False, **kwargs):
+        if display_id:
+            handles.append(Handle(obj))
+            return handles[-1]
+        figures.append(obj)
+
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    monkeypatch.setattr(dash_mod, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(dash_mod, "TEXT_EVERY_S", 0.0)  # a progress line at every logged step
+    run = Run(mlp(), "digits", TrainConfig(epochs=2, seed=0))
+    run.run_here([slow, TrainingDashboard(run)])
+    out = capsys.readouterr().out
+    assert run.status == "completed"
+    assert len(handles) == 1 and len(handles[0].shown) > 2  # one output, updated
+    assert any("ETA" in line for line in handles[0].shown[1:-1])  # while it ran
+    final = handles[0].shown[-1]
+    assert final.startswith("run completed at step 40/40 in ") and "ETA" not in final
+    assert "ETA" not in out and "training run: 40 steps" in out  # the header is still printed above it
+    assert figures and display.PLOTLY_MIME in figures[-1]  # the final chart follows

@@ -1,0 +1,87 @@
+"""`%optimizer_playground` in a real JupyterLab: moving a learning-rate slider with the keyboard and clicking
+on the contour recompute the paths in the kernel, and the figure and the distance table follow."""
+import json
+import time
+
+KERNEL = """async (code) => {
+    const k = window.jupyterapp.shell.currentWidget.context.sessionContext.session.kernel;
+    const f = k.requestExecute({code, store_history: false}); let out = '';
+    f.onIOPub = m => { if (m.header.msg_type === 'stream') out += m.content.text; };
+    await f.done; return out; }"""
+
+
+def kernel(page, code: str):
+    """Run `code` in the notebook's kernel (not as a cell) and return what it printed, parsed as JSON."""
+    return json.loads(page.evaluate(KERNEL, code))
+
+
+STATE = ("import json; print(json.dumps({'lrs': playground.settings.lrs, 'start': playground.settings.start, "
+         "'sgd_end': playground.paths['sgd'][-1].tolist(), 'sgd_start': playground.paths['sgd'][0].tolist()}))")
+
+
+def table_text(page) -> str:
+    return page.evaluate("() => [...document.querySelectorAll('.widget-html')].map(e => e.innerText)"
+                         ".find(t => t.includes('distance to')) || ''")
+
+
+def plot_sgd_path(page):
+    return page.evaluate("""() => { const p = document.querySelector('.js-plotly-plot');
+        const t = p.data.find(d => d.name === 'sgd' && d.xaxis !== 'x2');
+        return [Array.from(t.x), Array.from(t.y)]; }""")
+
+
+def wait_changed(read, before, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = read()
+        if now != before:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"nothing changed within {timeout} s: {before!r}")
+
+
+def test_a_slider_and_a_click_on_the_contour_change_the_paths_and_the_table(lab_page):
+    cells = ["%load_ext bigmodel_nb",
+             "%optimizer_playground --function quadratic --optimizers sgd,momentum --steps 100"]
+    lab_page.open(cells, dest="playground.ipynb")
+    lab_page.run_all()
+    lab_page.wait_idle(timeout=60)
+    page = lab_page.page
+    page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot'); "
+                           "return p && p.data && p.data.length > 4 && document.querySelector('.noUi-handle'); }",
+                           timeout=30_000)
+    start = kernel(page, STATE)
+    table = table_text(page)
+    assert "sgd" in table and "momentum" in table
+
+    # Move sgd's learning-rate slider three steps right with the keyboard, as a user can.
+    lr_slider = page.locator(".widget-hslider", has=page.locator("label", has_text="lr")).first
+    handle = lr_slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(3):
+        handle.press("ArrowRight")
+    table_after_lr = wait_changed(lambda: table_text(page), table)
+    moved = kernel(page, STATE)
+    assert moved["lrs"]["sgd"] > start["lrs"]["sgd"] and moved["lrs"]["momentum"] == start["lrs"]["momentum"]
+    assert moved["sgd_end"] != start["sgd_end"]
+    x, y = wait_changed(lambda: plot_sgd_path(page), None)
+    assert abs(x[-1] - moved["sgd_end"][0]) < 1e-5 and abs(y[-1] - moved["sgd_end"][1]) < 1e-5  # float32 on the page
+    lab_page.screenshot("playground-lr-moved")
+
+    # Click the contour at (2, -1): every path starts there.
+    target = (2.0, -1.0)
+    px, py = page.evaluate("""([x, y]) => { const p = document.querySelector('.js-plotly-plot');
+        const fl = p._fullLayout, r = p.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis.l2p(x), r.top + fl.yaxis._offset + fl.yaxis.l2p(y)]; }""",
+                           list(target))
+    page.mouse.move(px, py)
+    page.wait_for_timeout(200)
+    page.mouse.click(px, py)
+    wait_changed(lambda: table_text(page), table_after_lr)
+    clicked = kernel(page, STATE)
+    assert abs(clicked["start"][0] - target[0]) < 0.1 and abs(clicked["start"][1] - target[1]) < 0.05
+    assert clicked["sgd_start"] == list(clicked["start"])
+    x, y = wait_changed(lambda: plot_sgd_path(page), [x, y])
+    assert abs(x[0] - clicked["start"][0]) < 1e-5 and abs(y[0] - clicked["start"][1]) < 1e-5
+    lab_page.screenshot("playground-clicked")
+    assert not lab_page.errors
