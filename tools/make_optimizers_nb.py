@@ -418,6 +418,77 @@ walks towards the saddle and lingers there, because the gradient that would push
 momentum and the adaptive methods leave sooner. Try other functions (`beale`, `rastrigin`,
 `quadratic`), starting points (`--start x,y`) and learning rates (`--lr sgd=0.01,adam=0.1`)."""),
     code("%compare_optimizers --function saddle --optimizers sgd,momentum,adam --steps 150 --name saddle"),
+    md(r"""### Your turn: the optimizer playground
+
+`%optimizer_playground` draws the same real `torch.optim` paths with a control for everything that decides
+them: a learning-rate slider per optimizer (on a log scale), its momentum $\mu$, Adam's $\beta_1$, $\beta_2$
+and $\varepsilon$, RMSprop's $\rho$, the number of steps, the function (and, for the quadratic
+$\tfrac12(x^2 + \kappa y^2)$, its **condition number** $\kappa$, the ratio of its steepest to its
+shallowest curvature). **Click on the contour** to start every optimizer there; press ▶ or drag `step`
+to move a marker along each path, and watch $f$ fall (or not) in the panel on the right. Each change
+recomputes every path, under a tenth of a second.
+
+In JupyterLab the controls are live; in a page made from the saved notebook (GitHub, nbviewer) you see the
+figure of the settings below. The playground is stored as `playground`: `playground.settings` holds what
+you chose and `playground.results` where each optimizer ended, so a cell below can read them. Your own
+function works too: `def f(x, y): return ...` with torch operations, then
+`%optimizer_playground --function f`."""),
+    code("%optimizer_playground --function quadratic --optimizers sgd,momentum --steps 300 --lr 0.02"),
+    md(r"""**Questions — answer them by moving the sliders, then check below.**
+
+1. Set momentum's $\mu$ to 0. How does its path compare with SGD's, and why, from the update rule
+   $v \leftarrow \mu v + g$?
+2. Now raise $\mu$ to 0.95. The path overshoots the minimum at $x = 0$: why does more momentum mean more
+   overshoot, and does it still arrive?
+3. Raise SGD's learning rate slowly. Somewhere the path stops converging along $y$ and starts to bounce
+   outwards. Where, for $\kappa = 20$? (Along $y$ one step multiplies $y$ by $1 - \alpha\kappa$.) Then
+   set $\kappa$ to 100: where is the limit now, and what does that do to progress along the shallow $x$?
+4. Switch the function to `saddle` and click exactly on the ridge $y = 0$ (left of the saddle). Which
+   optimizer escapes? Then click a little off the ridge: which one leaves first, and why does momentum
+   help here?"""),
+    code("""# The answers, computed with the same engine (a playground of its own, so yours keeps your settings)
+import bigmodel_nb
+
+pg = bigmodel_nb.optimizer_playground("quadratic", ["sgd", "momentum"], steps=300, lr=0.02, show=False)
+pg.update(options={"momentum": {"momentum": 0.0}})
+print("1. μ = 0: momentum's path equals SGD's:", np.allclose(pg.paths["momentum"], pg.paths["sgd"]))
+assert np.allclose(pg.paths["momentum"], pg.paths["sgd"])
+
+pg.update(options={"momentum": {"momentum": 0.95}})
+x = pg.paths["momentum"][:, 0]
+crossings = int((np.diff(np.sign(x)) != 0).sum())
+print(f"2. μ = 0.95: x crosses 0 {crossings} times; farthest overshoot x = {x.max():.2f}; "
+      f"distance after 300 steps {pg.results['momentum']['distance']:.2g}")
+assert crossings >= 3 and pg.results["momentum"]["distance"] < 0.1
+
+for kappa in (20, 100):
+    limit = 2 / kappa
+    below = pg.update(condition=kappa, lrs={"sgd": 0.95 * limit}).results["sgd"]["distance"]
+    above = pg.update(lrs={"sgd": 1.05 * limit}).results["sgd"]["distance"]
+    print(f"3. κ = {kappa}: lr 0.95·2/κ = {0.95 * limit:.3g} ends {below:.2g} from the minimum; "
+          f"1.05·2/κ = {1.05 * limit:.3g} ends {above:.3g} away")
+    assert below < 1.5 < above  # |1 − ακ| > 1 above 2/κ: each step moves y further out
+
+pg = bigmodel_nb.optimizer_playground("saddle", ["sgd", "momentum", "adam"], steps=150, show=False)
+escape = {}
+for y0 in (0.0, 0.01):
+    pg.update(start=(-2.0, y0))
+    escape[y0] = {n: int(np.argmax(np.abs(p[:, 1]) > 1)) if (np.abs(p[:, 1]) > 1).any() else None
+                  for n, p in pg.paths.items()}
+    print(f"4. start (-2, {y0}): the step at which |y| passes 1 (None: never) —", escape[y0])
+assert all(step is None for step in escape[0.0].values())  # on the ridge nothing leaves
+assert escape[0.01]["adam"] < escape[0.01]["momentum"] and escape[0.01]["sgd"] is None"""),
+    md(r"""Question 3 is the whole story of ill-conditioning: the steep direction caps the learning rate at
+$2/\kappa$, and at that rate the shallow direction (curvature 1) shrinks by only $1 - 2/\kappa$ per step — at
+$\kappa = 100$, 2 % per step, so SGD is still 0.01 away after 300 steps where at $\kappa = 20$ it had long
+arrived. Momentum and the adaptive methods are answers to exactly this.
+
+On the ridge itself ($y = 0$) the gradient has no $y$ component at all, so no optimizer ever
+leaves: every path walks into the saddle point and stays there (try it: the distance column goes to 0). A
+hair off the ridge, the $y$ component grows by a factor $(1 + 2\alpha)$ per plain step; momentum
+accumulates it and leaves sooner, and Adam, which divides by the gradient's own size, takes full-sized
+steps along $y$ at once. Real networks have vast numbers of such flat directions, which is one reason
+momentum and adaptive methods train faster."""),
     md(r"""## 5. The same comparison on a real network
 
 Pictures in 2-D build intuition, but a network has thousands of parameters. `%%compare_optimizers`

@@ -158,6 +158,9 @@ class OptimizerComparison:
         history, extra = (self._together if mode == "together" else self._sequential)(init)
         wall = time.perf_counter() - t0
         results = self._results(history, extra, wall, mode)
+        if mode == "together":
+            notes.append(f"{len(self.names)} copies trained together in {wall:.2f} s (one batched step for all, "
+                         "so no time per optimizer)")
         self.status = "stopped" if self._stop.is_set() else "completed"
         fair = {"same_initial_weights": True, "same_batches": True, "batch_order_seed": self.config.seed,
                 "initial_weights_checksum": float(sum(v.double().sum() for v in init.values()
@@ -309,7 +312,8 @@ class OptimizerComparison:
                 "val_accuracy": val[-1].get("accuracy", math.nan) if val else math.nan,
                 "best_epoch": best["epoch"] if best else None,
                 "steps_to_target": reached,
-                "time_s": wall if mode == "together" else
+                # Trained together, the copies share every batched step: no time of their own to report
+                "time_s": None if mode == "together" else
                           (train[-1]["time"] if train and "time" in train[-1] else math.nan),
                 "diverged": name in extra["diverged_at"],
             }

@@ -77,6 +77,12 @@ def test_target_and_table():
     table = result.table()
     assert list(table.index) == ["sgd", "adam"]
     assert {"final_loss", "val_loss", "val_accuracy", "time_s", "diverged", "best_epoch"} <= set(table.columns)
+    # Trained together, the copies share one batched step: no per-optimizer time, the total said once
+    assert result.mode == "together" and all(r["time_s"] is None for r in result.results.values())
+    assert any("trained together in" in n and "no time per optimizer" in n for n in result.notes)
+    alone = OptimizerComparison(mlp(), "digits", ["sgd", "adam"], epochs=1, mode="sequential").run()
+    times = [r["time_s"] for r in alone.results.values()]
+    assert all(t > 0 for t in times) and times[0] != times[1]
 
 
 def test_lr_options_and_bad_input():
