@@ -31,9 +31,11 @@ KNOB_LABELS = {"momentum": "μ", "alpha": "ρ", "beta1": "β₁", "beta2": "β�
 
 
 class Throttle:
-    """Call `fn` now if it has not run for `interval` seconds, else once when that time is up (on the kernel's
-    event loop), so a burst of changes costs one call at the start and one with the final value.
+    """Call `fn` soon after a change, at most once per `interval` seconds, and always once after the last change.
 
+    Each call is scheduled on the kernel's event loop rather than made at once, so the slider messages that
+    queued up while the previous redraw ran are all read first and one redraw uses the newest values.
+    Outside an event loop (a script, a test) `fn` runs at once.
     Example: ``redraw = Throttle(view.redraw); slider.observe(lambda _: redraw(), "value")``
     """
 
@@ -44,14 +46,14 @@ class Throttle:
         self.calls = 0
 
     def __call__(self) -> None:
-        if self._pending is not None:  # a trailing call is due; it will read the newest values
+        if self._pending is not None:  # a call is due; it will read the newest values
             return
-        wait = self._last + self.interval - time.perf_counter()
         loop = _running_loop()
-        if wait <= 0 or loop is None:
+        if loop is None:
             self._run()
-        else:
-            self._pending = loop.call_later(wait, self._run)
+            return
+        wait = max(0.0, self._last + self.interval - time.perf_counter())
+        self._pending = loop.call_later(wait, self._run)
 
     def _run(self) -> None:
         self._pending = None
