@@ -177,7 +177,9 @@ class PlaygroundView:
         self.request = Throttle(self.redraw)
         self.function = W.Dropdown(options=pg.functions, value=s.function, description="function",
                                    layout=W.Layout(width="220px"))
-        self.condition = W.FloatLogSlider(value=s.condition, base=10, min=0, max=3, step=0.05, description="κ",
+        # step=None on every float slider: no grid to snap to, so the values given (20, 0.9, a tuned lr) stay
+        # exactly what they are until the student moves them
+        self.condition = W.FloatLogSlider(value=s.condition, base=10, min=0, max=3, step=None, description="κ",
                                           readout_format=".3g", layout=W.Layout(width="260px"))
         self.steps = W.IntSlider(value=s.steps, min=10, max=min(MAX_STEPS, 1000), step=10, description="steps",
                                  layout=W.Layout(width="300px"))
@@ -191,16 +193,16 @@ class PlaygroundView:
         for i, name in enumerate(s.optimizers):
             color = optimizer_color(name, i)
             label = W.HTML(f"<b style='color:{color}'>{name}</b>", layout=W.Layout(width="90px"))
-            lr = W.FloatLogSlider(value=s.lrs[name], base=10, min=-5, max=1, step=0.05, description="lr",
+            lr = W.FloatLogSlider(value=s.lrs[name], base=10, min=-5, max=1, step=None, description="lr",
                                   readout_format=".3g", layout=W.Layout(width="280px"))
             self.lr[name] = lr
             boxes = [label, lr]
             for key, value in s.options[name].items():
                 lo, hi, log = KNOB_RANGES[key]
                 common = dict(description=KNOB_LABELS[key], readout_format=".3g", layout=W.Layout(width="230px"))
-                slider = (W.FloatLogSlider(value=value, base=10, min=np.log10(lo), max=np.log10(hi), step=0.1, **common)
-                          if log else W.FloatSlider(value=min(max(value, lo), hi), min=lo, max=hi,
-                                                    step=(hi - lo) / 200, **common))
+                slider = (W.FloatLogSlider(value=value, base=10, min=np.log10(lo), max=np.log10(hi), step=None,
+                                           **common)
+                          if log else W.FloatSlider(value=min(max(value, lo), hi), min=lo, max=hi, step=None, **common))
                 self.knobs[(name, key)] = slider
                 boxes.append(slider)
             lines.append(W.HBox(boxes))

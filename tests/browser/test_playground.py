@@ -30,6 +30,18 @@ def plot_sgd_path(page):
         return [Array.from(t.x), Array.from(t.y)]; }""")
 
 
+def settled(read, timeout=20.0):
+    """The value once it has stopped changing (throttled redraws may still be arriving)."""
+    deadline, last = time.monotonic() + timeout, read()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"still changing after {timeout} s")
+
+
 def wait_changed(read, before, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,7 +72,8 @@ def test_a_slider_and_a_click_on_the_contour_change_the_paths_and_the_table(lab_
     handle.focus()
     for _ in range(3):
         handle.press("ArrowRight")
-    table_after_lr = wait_changed(lambda: table_text(page), table)
+    wait_changed(lambda: table_text(page), table)
+    table_after_lr = settled(lambda: table_text(page))
     moved = kernel(page, STATE)
     assert moved["lrs"]["sgd"] > start["lrs"]["sgd"] and moved["lrs"]["momentum"] == start["lrs"]["momentum"]
     assert moved["sgd_end"] != start["sgd_end"]
