@@ -298,10 +298,12 @@ def attention(model, input, *, show: bool = True, **options):
 
 def compress(model, data=None, *, prune: float | None = None, structured: bool = False, scope: str = "layer",
              finetune: int | None = None, quantize: str | None = None, distill=None, temperature: float = 4.0,
-             alpha: float = 0.7, order=None, steps=None, show: bool = True, quiet: bool = False, **options):
+             alpha: float = 0.5, baseline: bool = True, order=None, steps=None, show: bool = True,
+             quiet: bool = False, **options):
     """Prune / fine-tune / distill / quantize with a before/after report; the options of %compress. The steps
     run prune → finetune → distill → quantize, or in `order` (as the flags appear on a %compress line);
-    `steps=[Prune(0.5), ...]` gives them explicitly instead.
+    `steps=[Prune(0.5), ...]` gives them explicitly instead. With `distill`, the student is also trained alone
+    with the same budget and reported beside the distilled one (`report.baseline`); `baseline=False` skips it.
 
     Example: ``bigmodel_nb.compress(model, "digits", prune=0.5, structured=True, finetune=2, quantize="int8")``
     """
@@ -318,7 +320,8 @@ def compress(model, data=None, *, prune: float | None = None, structured: bool =
         raise BigModelError("Nothing to do; give at least one of prune=R, quantize=MODE, distill=STUDENT "
                             "(--prune, --quantize, --distill).")
     trainer = functools.partial(launch, quiet=quiet or not show)
-    report = run_steps(model, data, steps=steps, temperature=temperature, alpha=alpha, trainer=trainer, **options)
+    report = run_steps(model, data, steps=steps, temperature=temperature, alpha=alpha, baseline=baseline,
+                       trainer=trainer, **options)
     if show:
         from .ui.compress import show_compression_report
 

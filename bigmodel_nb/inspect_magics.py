@@ -118,9 +118,12 @@ class InspectMagics(MagicsBase):
     @argument("--distill", type=variable_name, default=None,
               help="Student model variable, trained against MODEL as the teacher.")
     @argument("--temperature", type=real_number, default=4.0, help="Distillation temperature T.")
-    @argument("--alpha", type=real_number, default=0.7, help="Weight of the soft-target term.")
-    @argument("--epochs", type=whole_number, default=None, help="Epochs for distillation.")
-    @argument("--lr", type=positive_number, default=None)
+    @argument("--alpha", type=real_number, default=0.5, help="Weight of the soft-target term.")
+    @argument("--epochs", type=whole_number, default=None, help="Epochs for distillation (default 10).")
+    @argument("--lr", type=positive_number, default=None,
+              help="Learning rate for distillation (default 3e-2) and fine-tuning (default: the optimizer's).")
+    @argument("--no-baseline", action="store_true",
+              help="With --distill: do not also train the student alone with the same budget for comparison.")
     @argument("--batch-size", type=whole_number, default=64)
     @argument("--optimizer", default="adam")
     @argument("--seed", type=seed_value, default=None)
@@ -137,6 +140,7 @@ class InspectMagics(MagicsBase):
         parameters, non-zeros, file size, latency and accuracy that says which gains are real.
 
         %compress model --data digits --prune 0.5 --structured --finetune 2 --quantize int8
+        %compress model --data digits --distill student   (beside it: the student trained alone, same budget)
         """
         from .api import compress
 
@@ -153,7 +157,7 @@ class InspectMagics(MagicsBase):
             model, data, prune=args.prune, structured=args.structured, scope=args.scope, finetune=args.finetune,
             quantize=args.quantize, distill=student, temperature=args.temperature, alpha=args.alpha, order=order,
             inplace=args.inplace, example=example, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-            optimizer=args.optimizer, seed=args.seed, quiet=args.quiet)
+            optimizer=args.optimizer, seed=args.seed, quiet=args.quiet, baseline=not args.no_baseline)
         return None
 
     @magic_arguments()

@@ -24,6 +24,16 @@ def test_compress_takes_the_magic_options_as_keywords():
         compress(mlp(), "digits", show=False)
 
 
+def test_compress_distill_has_a_baseline_unless_told_not_to():
+    kw = dict(show=False, epochs=1, seed=0, latency_repeats=1, latency_batch=8)
+    report = compress(mlp(), "digits", distill=nn.Sequential(nn.Linear(64, 10)), **kw)
+    assert report.baseline["stage"] == "distill → Sequential: student alone (baseline)"
+    assert report.baseline["distilled_accuracy"] == report.stages[1]["accuracy"]
+    assert compress(mlp(), "digits", distill=nn.Sequential(nn.Linear(64, 10)), baseline=False, **kw).baseline is None
+    with pytest.raises(BigModelError, match="baseline must be True or False"):
+        compress(mlp(), "digits", distill=nn.Sequential(nn.Linear(64, 10)), baseline="no", **kw)
+
+
 def test_compress_order_follows_the_line():
     report = compress(mlp(), "digits", quantize="int8", finetune=1, prune=0.25, show=False, quiet=True,
                       latency_repeats=1)

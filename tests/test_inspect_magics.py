@@ -103,6 +103,20 @@ def test_compress_applies_steps_in_line_order_and_keeps_the_original(ip):
     ip.user_ns.pop("compression", None)
 
 
+def test_compress_distill_reports_the_student_alone_and_no_baseline_omits_it(ip):
+    ip.run_cell("student = nn.Sequential(nn.Linear(64, 10))")
+    ip.run_line_magic("compress", "model --data digits --distill student --epochs 1 --seed 0 --quiet --name d")
+    report = ip.user_ns["d"]
+    assert report.baseline is not None and report.baseline["accuracy"] is not None
+    assert "α=0.5" in report.stages[1]["note"] and "lr 0.03" in report.stages[1]["note"]
+    ip.run_line_magic("compress", "model --data digits --distill student --epochs 1 --quiet --no-baseline --name d")
+    assert ip.user_ns["d"].baselines == [] and len(ip.user_ns["d"].runs) == 1
+    with pytest.raises(UsageError, match="alpha weighs the teacher"):
+        ip.run_line_magic("compress", "model --data digits --distill student --alpha 2")
+    for name in ("d", "student"):
+        ip.user_ns.pop(name, None)
+
+
 def test_evaluate_a_run_or_a_model_and_store_the_evaluation(ip, capsys):
     ip.run_line_magic("train", "--data digits --epochs 1 --seed 0 --quiet")
     ip.run_line_magic("evaluate", "")  # the run, by default

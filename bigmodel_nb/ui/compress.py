@@ -30,9 +30,10 @@ def _ratio(value, suffix: str) -> str:
 
 
 def display_rows(report) -> list[dict]:
-    """The stage rows formatted for people (units, ratios, real/simulated)."""
+    """The stage rows formatted for people (units, ratios, real/simulated), each distillation's
+    baseline (the student trained alone with the same budget) right after its distilled stage."""
     rows = []
-    for r in report.stages:
+    for r in _rows(report):
         rows.append({
             "stage": r["stage"],
             "params": fmt_count(r["params"]),
@@ -41,12 +42,17 @@ def display_rows(report) -> list[dict]:
             "size ratio": _ratio(r["size_ratio"], "smaller"),
             "latency": "—" if r["latency_ms"] is None else f"{r['latency_ms']:.3g} ms",
             "speed": _ratio(r["speedup"], "faster"),
+            "original, same loop": "—" if r.get("reference_ms") is None else f"{r['reference_ms']:.3g} ms",
             "accuracy": "—" if r.get("accuracy") is None else f"{r['accuracy']:.2%}",
             "loss": "—" if r.get("loss") is None else f"{r['loss']:.4f}",
-            "gain": "real" if r["real"] else "simulated",
+            "gain": "baseline" if r.get("baseline") else "real" if r["real"] else "simulated",
             "format": r.get("format", ""),
         })
     return rows
+
+
+def _rows(report) -> list[dict]:
+    return report.rows() if hasattr(report, "rows") else list(report.stages)
 
 
 def _timing(report) -> str:
@@ -54,13 +60,14 @@ def _timing(report) -> str:
     if first.get("latency_ms") is None:
         return "latency not measured"
     n = first['threads']
-    return f"latency: batch {first['batch']}, {n} thread{'s' if n != 1 else ''}, median of timed runs after warm-up"
+    return (f"latency: batch {first['batch']}, {n} thread{'s' if n != 1 else ''}, medians after a warm-up, "
+            "each stage timed alternately with the original")
 
 
 def compression_text(report) -> str:
     """The plain-text version: table, one line per stage note, then the measurement notes."""
     lines = [f"compress: {len(report.stages)} stages · {_timing(report)}", rows_text(display_rows(report)), ""]
-    lines += [f"{r['stage']}{'' if r['real'] else ' [SIMULATED]'}: {r['note']}" for r in report.stages]
+    lines += [f"{r['stage']}{'' if r['real'] else ' [SIMULATED]'}: {r['note']}" for r in _rows(report)]
     lines += [f"note: {n}" for n in report.notes]
     return "\n".join(lines)
 
@@ -74,7 +81,7 @@ def compression_html(report) -> str:
     notes = "".join(
         f"<div class='bmnb-note'><b>{html.escape(r['stage'])}</b>"
         f"{'' if r['real'] else ' <span class=bmnb-sim>simulated</span>'}: {html.escape(r['note'])}</div>"
-        for r in report.stages)
+        for r in _rows(report))
     notes += "".join(f"<div class='bmnb-note'>note: {html.escape(n)}</div>" for n in report.notes)
     last = report.stages[-1] if report.stages else None
     head = ""

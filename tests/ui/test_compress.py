@@ -85,3 +85,24 @@ def test_training_stages_can_show_the_training_dashboard(capsys):
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "training distill:" in out and r.runs["distill → Sequential"].status == "completed"
+
+
+def test_a_distillation_baseline_row_follows_its_stage_with_the_verdict():
+    from bigmodel_nb.engine.compress import Distill
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        teacher = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        r = compress(teacher, "digits", steps=[Distill(nn.Sequential(nn.Linear(64, 10)), epochs=1)], seed=0,
+                     latency_repeats=1, latency_batch=8)
+    finally:
+        torch.set_num_threads(threads)
+    text, page = compression_text(r), compression_html(r)
+    stages = [line.split("  ")[0] for line in text.splitlines()[2:5]]
+    assert stages == ["original", "distill → Sequential", "distill → Sequential: student alone (baseline)"]
+    verdict = r.notes[0]
+    assert verdict.startswith("Distillation") and f"note: {verdict}" in text
+    assert "student alone (baseline)</td>" in page and ">baseline</td>" in page
+    assert len(compression_figure(r).data[0].x) == 2  # the bars are the stages

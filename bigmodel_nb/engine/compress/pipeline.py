@@ -17,7 +17,9 @@ Steps (dataclasses below; ``("prune", {"ratio": 0.5})`` tuples and ``steps_from_
   are kept at zero).
 - `Distill(student, temperature=None, alpha=None, epochs=None)` — trains the student against the
   current model as frozen teacher (loss and details in distill.py); the student becomes
-  the current model.
+  the current model. Unless ``baseline=False``, a copy of the student as it was given is also
+  trained alone (cross-entropy, the same epochs, lr, batch size, optimizer, seed and so batches) and
+  measured as a baseline row (``report.baselines``), and the report says whether distillation helped.
 - `Quantize(mode, backend="auto")` — ``int8`` (dynamic: int8 weights, activations quantized per
   batch, int8 matmuls), ``int8-weight`` (torchao weight-only: int8 storage, fp matmuls), ``fp16`` /
   ``bf16`` (half-precision weights; inputs are cast for evaluation and timing). Linear layers only
@@ -31,6 +33,7 @@ The engine never prints; the UI (`ui.compress`) draws the report.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -43,7 +46,7 @@ from ..core.callbacks import Callback, CallbackList
 from ..core.config import TrainConfig
 from ..core.errors import BigModelError, describe_exception
 from ..core.run import Run
-from .distill import Distiller, check_student, check_temperature_alpha
+from .distill import ALPHA, DISTILL_EPOCHS, DISTILL_LR, TEMPERATURE, Distiller, check_student, check_temperature_alpha
 from .report import CastInputs, CompressionReport, StageMeter, count_weights
 from .steps import prune_structured, prune_unstructured, quant_backend, quantize_model, torch_pruning
 
@@ -133,7 +136,7 @@ class Quantize:
 @dataclass(frozen=True, eq=False)
 class Distill:
     """Train `student` against the current model (frozen teacher); the student goes on.
-    Example: ``Distill(small_mlp, temperature=4.0, alpha=0.7, epochs=10)``"""
+    Example: ``Distill(small_mlp, temperature=4.0, alpha=0.5, epochs=10)``"""
 
     student: nn.Module
     temperature: float | None = None
@@ -222,19 +225,23 @@ class _State:
 
 def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, example: torch.Tensor | None = None,
              epochs: int | None = None, lr: float | None = None, batch_size: int = 64, optimizer="adam",
-             seed: int | None = None, temperature: float = 4.0, alpha: float = 0.7, callbacks=(),
+             seed: int | None = None, temperature: float = TEMPERATURE, alpha: float = ALPHA, callbacks=(),
              trainer: Callable | None = None, latency_batch: int = 64,
-             latency_repeats: int | None = None) -> CompressionReport:
+             latency_repeats: int | None = None, baseline: bool = True) -> CompressionReport:
     """Apply `steps` in order to a copy of `model` (to the model itself if `inplace`) and measure each stage.
 
     `data`: anything `as_bundle` takes — needed by Finetune/Distill; its test split gives accuracy
     and loss, its first `latency_batch` test inputs the timing batch. `example`: an input batch for
     timing (and for tracing structured pruning) instead. `epochs, lr, batch_size, optimizer, seed`
-    configure the Distill/Finetune runs (Distill: `epochs` or 10); `temperature, alpha` the
-    distillation loss. `callbacks` go to every training run; `trainer` trains them instead of a
-    plain ``Run(...).run_here()`` — it is called like ``bigmodel_nb.api.launch(model, data, config,
-    name=..., callbacks=...)`` and returns the Run (how a magic shows the live dashboard).
-    `latency_repeats`: timed runs per stage (default: 5–50 within about a second).
+    configure the Distill/Finetune runs (Distill: `epochs` or 10, `lr` or 3e-2; a seed is drawn when
+    none is given, so the baseline gets the same batches); `temperature, alpha` the distillation
+    loss. `baseline`: also train each Distill step's student alone with the same budget and report
+    it beside the distilled one (``report.baselines``; False: skip it). `callbacks` go to every
+    training run; `trainer` trains them instead of a plain ``Run(...).run_here()`` — it is called
+    like ``bigmodel_nb.api.launch(model, data, config, name=..., callbacks=...)`` and returns the
+    Run (how a magic shows the live dashboard).
+    `latency_repeats`: timed rounds per stage (default: 5–50 within about a second); every stage after
+    the first is timed alternately with the original in one loop, after a warm-up of both.
     Each stage row is emitted as ``on_stage_end`` on `callbacks` as soon as it is measured.
     Bad input raises `BigModelError` before
     anything is changed; without `inplace` the given model is never touched.
@@ -248,26 +255,35 @@ def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, ex
     if isinstance(latency_batch, bool) or not isinstance(latency_batch, int) or latency_batch < 1:
         raise BigModelError(f"latency_batch must be a whole number ≥ 1; got {latency_batch!r}.")
     bundle = as_bundle(data) if data is not None else None
+    if not isinstance(baseline, bool):
+        raise BigModelError(f"baseline must be True or False (--no-baseline); got {baseline!r}.")
     device = _device_of(model)
     meter = StageMeter(bundle, example, latency_batch, device, latency_repeats)
     _check_plan(model, steps, bundle, meter.x, device, temperature, alpha)
 
-    work = model
+    work = reference = model  # the reference: the original, unchanged, that every stage is timed beside
     if not inplace:
         try:
             work = copy.deepcopy(model)
         except Exception as exc:
             raise BigModelError(f"The model cannot be copied ({describe_exception(exc)}); pass inplace=True "
                                 "(--inplace) to compress it in place.") from None
+    elif meter.x is not None:
+        try:
+            reference = copy.deepcopy(model)
+        except Exception:
+            reference = None  # timed against the first row's median instead (the notes say so)
+    meter = StageMeter(bundle, example, latency_batch, device, latency_repeats, reference=reference)
     state = _State(work)
     bus = CallbackList(callbacks)  # each stage's row goes out as on_stage_end as soon as it is measured
     report = CompressionReport([], work, notes=list(meter.notes), steps=steps)
     train_options = dict(lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed, device=str(device))
 
-    def record(label: str, real: bool, note: str) -> None:
+    def record(label: str, real: bool, note: str) -> dict:
         row = meter.row(label, state.model, state.runner, real, note)
         report.stages.append(row)
         bus.emit("on_stage_end", report, dict(row))
+        return row
 
     record("original", True, "the model as given (the reference for the ratios)")
     for step in steps:
@@ -289,17 +305,39 @@ def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, ex
             record(step.label(), report.stages[-1]["real"],  # training changes no storage: the status carries on
                    f"{run.epoch} epoch{'s' if run.epoch != 1 else ''} of ordinary training{_stopped(run)}{kept}")
         elif isinstance(step, Distill):
+            alone = copy.deepcopy(step.student) if baseline else None  # the same initial weights, before training
             student = step.student if inplace else copy.deepcopy(step.student)
             t = step.temperature if step.temperature is not None else temperature
             a = step.alpha if step.alpha is not None else alpha
-            config = TrainConfig(epochs=step.epochs or epochs, **train_options)
+            budget = {**train_options, "lr": lr if lr is not None else DISTILL_LR,
+                      "seed": seed if seed is not None else random.randrange(2**31)}  # one seed: the same batches
+            config = TrainConfig(epochs=step.epochs or epochs or DISTILL_EPOCHS, **budget)
             run = _train(report, step, Distiller(student, state.runner, t, a), bundle, config, callbacks, trainer)
             teacher_params, student_params = count_weights(state.model)[0], count_weights(student)[0]
+            alone_run = None
+            if alone is not None:
+                alone_config = TrainConfig(epochs=config.epochs, **budget)
+                alone_run = _train(report, _Baseline(step), alone, bundle, alone_config, callbacks, trainer)
             state.model, state.dtype, state.masks, state.simulated = student, None, None, False
-            record(step.label(), True,
-                   f"a separate, smaller model: {type(student).__name__} with {student_params:,} parameters "
-                   f"({teacher_params / max(1, student_params):.1f}× fewer than the teacher) trained {run.epoch} "
-                   f"epoch{'s' if run.epoch != 1 else ''} against the frozen teacher (T={t:g}, α={a:g}){_stopped(run)}")
+            budget_text = (f"{run.epoch} epoch{'s' if run.epoch != 1 else ''}, lr {config.lr:g}, batch "
+                           f"{config.batch_size}, seed {config.seed}")
+            row = record(step.label(), True,
+                         f"a separate, smaller model: {type(student).__name__} with {student_params:,} parameters "
+                         f"({teacher_params / max(1, student_params):.1f}× fewer than the teacher) trained "
+                         f"{budget_text} against the frozen teacher (T={t:g}, α={a:g}){_stopped(run)}")
+            if alone_run is not None:
+                base = meter.row(f"{step.label()}: student alone (baseline)", alone, alone, True,
+                                 f"the same student from the same initial weights trained alone (cross-entropy on the "
+                                 f"labels only) with the same budget: {alone_run.epoch} epoch"
+                                 f"{'s' if alone_run.epoch != 1 else ''}, lr {config.lr:g}, batch "
+                                 f"{config.batch_size}, seed {config.seed}, the same batches{_stopped(alone_run)}")
+                base.update(baseline=True, baseline_of=row["stage"], distilled_accuracy=row["accuracy"],
+                            distilled_loss=row["loss"])
+                report.baselines.append(base)
+                verdict = distillation_verdict(row, base)
+                row["note"] += f". {verdict}"
+                report.notes.insert(0, verdict)
+                bus.emit("on_stage_end", report, dict(base))
         else:
             state.model, note, notes = quantize_model(state.model, step.mode, step.backend, device)
             if step.mode in ("fp16", "bf16"):
@@ -310,6 +348,34 @@ def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, ex
             record(step.label(), True, note)
     report.model = state.model.eval()
     return report
+
+
+def distillation_verdict(distilled: dict, alone: dict) -> str:
+    """One sentence: did the distilled student beat the same student trained alone (test accuracy,
+    else test loss)?"""
+    key = "accuracy" if distilled.get("accuracy") is not None and alone.get("accuracy") is not None else "loss"
+    d, b = distilled.get(key), alone.get(key)
+    if d is None or b is None:
+        return "Distillation was not compared with the student alone: no test split to measure them on."
+    fmt = (lambda v: f"{v:.2%}") if key == "accuracy" else (lambda v: f"loss {v:.4f}")
+    better = d > b if key == "accuracy" else d < b
+    if d == b:
+        return f"Distillation matched the student alone: both reached {fmt(d)} with the same budget."
+    if better:
+        return f"Distillation helped: {fmt(d)} distilled vs {fmt(b)} for the student alone with the same budget."
+    return f"Distillation did not help here: the student alone reached {fmt(b)} vs {fmt(d)} distilled."
+
+
+class _Baseline:
+    """How `_train` names the baseline run of a Distill step."""
+
+    kind = "baseline"
+
+    def __init__(self, step):
+        self.step = step
+
+    def label(self) -> str:
+        return f"{self.step.label()}: student alone (baseline)"
 
 
 class KeepZeros(Callback):

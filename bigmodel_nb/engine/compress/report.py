@@ -3,9 +3,12 @@ measured the same way — parameters, a weights file really written, latency, te
 
 Every stage row: ``stage, params, nonzero, size_bytes`` (a safetensors file really written),
 ``format, size_ratio`` (original ÷ this), ``latency_ms`` (median of timed runs after warm-up),
-``speedup`` (original ÷ this), ``batch, threads, accuracy, loss`` (test split), ``real`` and
-``note``. A row is ``real=False`` when its gain is only simulated (unstructured pruning: zeros that
-dense kernels still store and multiply). The engine never prints; the UI (`ui.compress`) draws the report.
+``speedup`` (original ÷ this, both timed side by side: alternating runs in one loop, medians),
+``reference_ms`` (the original's median in that same loop), ``batch, threads, accuracy, loss``
+(test split), ``real`` and ``note``. A ``--distill`` stage also gets a baseline row (the student
+trained alone with the same budget) in ``report.baselines``. A row is ``real=False`` when its gain is
+only simulated (unstructured pruning: zeros that dense kernels still store and multiply). The engine
+never prints; the UI (`ui.compress`) draws the report.
 """
 from __future__ import annotations
 
@@ -37,7 +40,9 @@ from .steps import fmt_bytes, is_plain
 class CompressionReport:
     """One row per stage (original, then after each step). Fields (contract): ``stages``,
     ``model`` (the compressed model), ``table()``, ``save(path)``; plus ``notes`` (how things were
-    measured, backend choices), ``runs`` (stage label → training `Run`) and ``steps``.
+    measured, backend choices), ``runs`` (stage label → training `Run`), ``steps``, and ``baselines``
+    (one row per ``Distill`` step: the same student trained alone with the same epochs, lr, batches
+    and initial weights; ``baseline`` is the last one, with ``distilled_accuracy`` beside its own).
 
     Example: ``report.table()[["stage", "size_bytes", "latency_ms", "accuracy", "real"]]``
     """
@@ -47,6 +52,12 @@ class CompressionReport:
     notes: list[str] = field(default_factory=list)
     runs: dict = field(default_factory=dict)
     steps: list = field(default_factory=list)
+    baselines: list[dict] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> dict | None:
+        """The last distillation's baseline row (its student trained alone, same budget), or None."""
+        return self.baselines[-1] if self.baselines else None
 
     def table(self):
         """A pandas DataFrame of the rows (the list of row dicts without pandas)."""
@@ -61,6 +72,7 @@ class CompressionReport:
         quantized weights are stored as their int8 values plus scales. Example: ``report.save("mlp-int8")``"""
         path = _with_suffix(path)
         meta = {"stages": [{k: _json(v) for k, v in r.items()} for r in self.stages],
+                "baselines": [{k: _json(v) for k, v in r.items()} for r in self.baselines],
                 "steps": [s.label() for s in self.steps], "model": type(self.model).__name__}
         write_weights(self.model, path, meta)
         return path
@@ -73,12 +85,21 @@ class CompressionReport:
                  "×faster": "—" if r["speedup"] is None else f"{r['speedup']:.2f}",
                  "accuracy": "—" if r.get("accuracy") is None else f"{r['accuracy']:.2%}",
                  "loss": "—" if r.get("loss") is None else f"{r['loss']:.4f}",
-                 "real": "real" if r["real"] else "SIMULATED"} for r in self.stages]
+                 "real": "baseline" if r.get("baseline") else "real" if r["real"] else "SIMULATED"}
+                for r in self.rows()]
         cols = list(rows[0]) if rows else []
         widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
         lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
         lines += ["  ".join(r[c].ljust(w) for c, w in zip(cols, widths)) for r in rows]
-        return "\n".join(lines + [f"- {r['stage']}: {r['note']}" for r in self.stages] + [f"* {n}" for n in self.notes])
+        return "\n".join(lines + [f"- {r['stage']}: {r['note']}" for r in self.rows()] + [f"* {n}" for n in self.notes])
+
+    def rows(self) -> list[dict]:
+        """The stage rows with each distillation's baseline row right after its distilled stage."""
+        out = []
+        for r in self.stages:
+            out.append(r)
+            out += [b for b in self.baselines if b.get("baseline_of") == r["stage"]]
+        return out + [b for b in self.baselines if b not in out]
 
     def __repr__(self) -> str:
         last = self.stages[-1] if self.stages else {}
@@ -91,18 +112,29 @@ class CompressionReport:
 class StageMeter:
     """Measures every stage the same way, the ratios relative to the first stage measured: latency
     on `x` (`example`, else the first `latency_batch` inputs of the data; None: not measured),
-    accuracy and loss on `split` (the data's test, else val, split; None: not measured)."""
+    accuracy and loss on `split` (the data's test, else val, split; None: not measured).
 
-    def __init__(self, bundle, example, latency_batch: int, device, repeats: int | None = None):
+    `reference`: the original model, kept unchanged, which every later stage is timed against side
+    by side (alternating runs in one loop after a warm-up of both, medians), so a stage's speed-up
+    never compares timings taken at different moments of a noisy machine. Without it (an in-place
+    compression of a model that cannot be copied) the speed-up divides by the first row's median."""
+
+    def __init__(self, bundle, example, latency_batch: int, device, repeats: int | None = None,
+                 reference: nn.Module | None = None):
         self.x = _timing_input(bundle, example, latency_batch, device)
         self.split, split_name = _eval_split(bundle)
         self.task, self.device, self.repeats = None if bundle is None else bundle.task, device, repeats
+        self.reference = reference
         self.threads = t = torch.get_num_threads()
         self.base: dict = {}
+        how = ("each stage timed alternately with the original in one loop (speed-up = the original's median ÷ "
+               "the stage's, from that loop)" if reference is not None
+               else "speed-up = the first row's median ÷ the stage's (the original could not be kept to time it "
+                    "side by side)")
         self.notes = [
-            f"latency: median of timed forward passes (no_grad) after 3 warm-up runs, batch {_first(self.x).shape[0]}, "
-            f"{t} CPU thread{'s' if t != 1 else ''}, on {device}; shared machines are noisy — "
-            "compare ratios within one report"
+            f"latency: median of timed forward passes (no_grad) after a warm-up (≥{WARMUP} runs per model), {how}; "
+            f"batch {_first(self.x).shape[0]}, {t} CPU thread{'s' if t != 1 else ''}, on {device}; "
+            "shared machines are noisy — compare ratios within one report"
             if self.x is not None else "latency not measured: pass data or example= (an input batch)",
             f"accuracy and loss on the {split_name} split ({len(self.split)} samples)" if self.split is not None
             else "accuracy not measured: pass data with a test split"]
@@ -113,10 +145,20 @@ class StageMeter:
         model.eval()
         params, nonzero = count_weights(model)
         size, fmt = _file_size(model)
-        ms = None
+        ms = ref_ms = None
         if self.x is not None:
             with _quiet():
-                ms, _ = measure_latency(runner.eval(), self.x, repeats=self.repeats)
+                if self.base and self.reference is not None:
+                    with _eval_mode(self.reference):
+                        times, _ = time_side_by_side([self.reference, runner.eval()], self.x, repeats=self.repeats)
+                    labels = ["the original", "this stage"]
+                else:
+                    times, _ = time_side_by_side([runner.eval()], self.x, repeats=self.repeats)
+                    labels = ["this stage"]
+            medians = [statistics.median(t) * 1e3 for t in times]
+            ms = medians[-1]
+            ref_ms = medians[0] if len(medians) == 2 else ms if not self.base else self.base["ms"]
+            note += disturbed(labels, times)
         accuracy = loss = None
         if self.split is not None:
             with _quiet():
@@ -127,9 +169,20 @@ class StageMeter:
             self.base.update(size=size, ms=ms)
         return {"stage": label, "params": params, "nonzero": nonzero, "size_bytes": size, "format": fmt,
                 "size_ratio": self.base["size"] / size, "latency_ms": ms,
-                "speedup": None if ms is None or not self.base["ms"] else self.base["ms"] / ms,
+                "speedup": None if ms is None or not ref_ms else ref_ms / ms, "reference_ms": ref_ms,
                 "batch": None if self.x is None else int(_first(self.x).shape[0]), "threads": self.threads,
                 "accuracy": accuracy, "loss": loss, "real": bool(real), "note": note}
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """`model` in eval mode for the block, its own mode restored afterwards (it is the user's model)."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
 
 
 class CastInputs(nn.Module):
@@ -184,32 +237,74 @@ def _quiet():
         yield
 
 
-def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, repeats: int | None = None,
+WARMUP = 3  # untimed runs per model before timing: first calls carry one-off costs (allocation, packing, threads)
+
+
+def measure_latency(model: nn.Module, x: torch.Tensor, *, warmup: int = WARMUP, repeats: int | None = None,
                     budget_s: float = 1.0) -> tuple[float, int]:
     """(median ms, number of timed runs) of ``model(x)`` under ``no_grad`` after `warmup` untimed
     runs; `repeats` fixed, or (None) at least 5 and up to 50 runs within about `budget_s` seconds.
 
     Example: ``ms, n = measure_latency(model.eval(), torch.randn(64, 64))``
     """
-    forward = (lambda: model(**x)) if isinstance(x, Mapping) else (lambda: model(x))  # a dict batch: model(**x)
+    (ms,), n = measure_side_by_side([model], x, warmup=warmup, repeats=repeats, budget_s=budget_s)
+    return ms, n
+
+
+def disturbed(labels, times) -> str:
+    """A note for a stage whose timed runs spread too far to trust (a busy machine), else ''.
+    A model's median over 3× its fastest run means most runs waited for a CPU."""
+    bad = [(label, min(t) * 1e3, statistics.median(t) * 1e3) for label, t in zip(labels, times)
+           if statistics.median(t) > 3 * min(t)]
+    if not bad:
+        return ""
+    parts = ", ".join(f"{label} {lo:.3g} ms at best but {med:.3g} ms in the median" for label, lo, med in bad)
+    return f"; timing disturbed ({parts}): the machine was busy, rerun before trusting this speed-up"
+
+
+def measure_side_by_side(models, x, *, warmup: int = WARMUP, repeats: int | None = None, budget_s: float = 1.0,
+                         warmup_s: float = 0.05) -> tuple[list[float], int]:
+    """([median ms of each model], rounds): `models` timed side by side on the same input. Each model
+    first runs `warmup` times untimed (and for at least `warmup_s` seconds, at most 100 runs), so
+    one-off costs stay out of the timings; then every round times each model once, in alternating
+    order (A B, B A, …), so drifts of a shared machine hit all of them alike. `repeats` rounds, or
+    (None) at least 5 and up to 50 within about `budget_s` seconds. Ratios of the medians are the
+    speed-ups to trust. Example: ``(t_dense, t_small), n = measure_side_by_side([dense, small], x)``
+    """
+    times, rounds = time_side_by_side(models, x, warmup=warmup, repeats=repeats, budget_s=budget_s,
+                                      warmup_s=warmup_s)
+    return [statistics.median(t) * 1e3 for t in times], rounds
+
+
+def time_side_by_side(models, x, *, warmup: int = WARMUP, repeats: int | None = None, budget_s: float = 1.0,
+                      warmup_s: float = 0.05) -> tuple[list[list[float]], int]:
+    """The timed runs themselves (seconds, one list per model) and the rounds; see `measure_side_by_side`."""
+    forwards = [(lambda m=m: m(**x)) if isinstance(x, Mapping) else (lambda m=m: m(x)) for m in models]
     sync = torch.cuda.synchronize if _first(x).device.type == "cuda" else (lambda: None)
-    times: list[float] = []
+    times: list[list[float]] = [[] for _ in forwards]
+    rounds = 0
     with torch.no_grad():
-        for _ in range(warmup):
-            forward()
-        sync()
+        for forward in forwards:
+            until, n = time.perf_counter() + warmup_s, 0
+            while n < warmup or (n < 100 and time.perf_counter() < until):
+                forward()
+                n += 1
+            sync()
         end = time.perf_counter() + budget_s
         while True:
-            t0 = time.perf_counter()
-            forward()
-            sync()
-            times.append(time.perf_counter() - t0)
+            order = range(len(forwards)) if rounds % 2 == 0 else reversed(range(len(forwards)))
+            for i in order:
+                t0 = time.perf_counter()
+                forwards[i]()
+                sync()
+                times[i].append(time.perf_counter() - t0)
+            rounds += 1
             if repeats is not None:
-                if len(times) >= repeats:
+                if rounds >= repeats:
                     break
-            elif len(times) >= 50 or (len(times) >= 5 and time.perf_counter() > end):
+            elif rounds >= 50 or (rounds >= 5 and time.perf_counter() > end):
                 break
-    return statistics.median(times) * 1e3, len(times)
+    return times, rounds
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:

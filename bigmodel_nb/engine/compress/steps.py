@@ -70,12 +70,19 @@ def prune_unstructured(model: nn.Module, ratio: float, scope: str = "layer", ign
     masks = [(m, m.weight.detach() != 0) for _, m in targets]
     zeros = sum(int((~mask).sum()) for _, mask in masks)
     total = sum(mask.numel() for _, mask in masks)
-    # CSR: each kept value plus a 4-byte column index, and one 4-byte row pointer per row
+    # CSR: each kept value plus a 4-byte column index, and one 4-byte row pointer per row. With 4-byte values
+    # that is 8 bytes per kept weight against 4 dense: smaller only when under half of them are kept.
     csr = sum(int(mask.sum()) * (m.weight.element_size() + 4) + 4 * (mask.shape[0] + 1) for m, mask in masks)
     dense = sum(mask.numel() * m.weight.element_size() for m, mask in masks)
+    size = m.weight.element_size()
+    even = size / (size + 4)  # the density below which CSR is smaller (int32 indices)
+    even64 = size / (size + 8)  # with int64 indices, PyTorch's default for sparse CSR tensors
+    verdict = "smaller than dense" if csr < dense else "no smaller than dense"
     return masks, (f"masks only: {zeros / total:.1%} of the weights of {len(targets)} Linear/Conv layers are zeros, "
-                   f"still stored and multiplied densely — same size, same compute; stored sparse (CSR) they would "
-                   f"take ≈{fmt_bytes(csr)} instead of {fmt_bytes(dense)} (an estimate, not measured)")
+                   f"still stored and multiplied densely — same size, same compute; stored sparse (CSR: values + "
+                   f"int32 column indices + row pointers) they would take ≈{csr:,} bytes instead of {dense:,} "
+                   f"({verdict}; an estimate, not measured): CSR is smaller only above {1 - even:.0%} sparsity "
+                   f"({1 - even64:.0%} with int64 indices)")
 
 
 def torch_pruning():

@@ -82,6 +82,9 @@ def test_unstructured_pruning_gives_the_sparsity_asked_for_and_says_it_is_simula
     weights = torch.cat([m.weight.flatten() for m in glob.model.modules() if isinstance(m, nn.Linear)])
     assert (weights == 0).float().mean().item() == pytest.approx(0.6, abs=1e-3)
     assert glob.stages[1]["accuracy"] is None  # no data: nothing to evaluate on
+    # CSR (values + int32 column indices + row pointers) is smaller than dense only above 50% sparsity
+    assert "(no smaller than dense;" in pruned["note"] and "CSR is smaller only above 50% sparsity" in pruned["note"]
+    assert "(smaller than dense;" in glob.stages[1]["note"] and "(67% with int64 indices)" in glob.stages[1]["note"]
 
 
 def test_structured_pruning_really_removes_channels_and_the_model_still_runs(teacher, digits):
@@ -152,15 +155,100 @@ def test_a_distilled_student_trains_and_goes_on(teacher, digits):
         def on_train_end(self, run, logs):
             seen.append(run.name)
 
-    report = compress(teacher, digits, steps=[Distill(student, epochs=6)], seed=0, lr=3e-3, callbacks=[Spy()], **FAST)
+    report = compress(teacher, digits, steps=[Distill(student, epochs=6)], seed=0, lr=3e-3, callbacks=[Spy()],
+                      baseline=False, **FAST)
     original, distilled = report.stages
     assert seen == ["distill"] and report.runs["distill → Sequential"].status == "completed"
     assert distilled["params"] == count_weights(student)[0] < original["params"] / 4
     assert distilled["accuracy"] > 0.85 and distilled["size_ratio"] > 4
-    assert "frozen teacher (T=4, α=0.7)" in distilled["note"]
+    assert "frozen teacher (T=4, α=0.5)" in distilled["note"]
+    assert "6 epochs, lr 0.003, batch 64, seed 0" in distilled["note"]
     assert report.model is not student and same(student, before) and same(teacher, teacher_before)
     history = report.runs["distill → Sequential"].history
     assert history[0]["loss"] > history[-1]["loss"]
+    # --no-baseline: no second run, no baseline row, no verdict
+    assert report.baselines == [] and report.baseline is None and len(report.runs) == 1
+    assert not any(n.startswith("Distillation") for n in report.notes)
+
+
+def test_distillation_reports_the_student_alone_trained_with_the_same_budget(teacher, digits):
+    student = mlp(16, seed=1)
+    rows = []
+    report = compress(teacher, digits, steps=[Distill(student, epochs=3)], lr=5e-3, seed=4,
+                      callbacks=[StageRows(rows)], **FAST)
+    distilled, alone = report.stages[1], report.baseline
+    assert [r["stage"] for r in report.stages] == ["original", "distill → Sequential"]  # the stages are unchanged
+    assert alone["stage"] == "distill → Sequential: student alone (baseline)" and alone["baseline"] is True
+    assert alone["baseline_of"] == distilled["stage"] and alone["distilled_accuracy"] == distilled["accuracy"]
+    assert [r["stage"] for r in rows] == ["original", distilled["stage"], alone["stage"]]
+    # measured like any stage: same architecture, so same size; its own accuracy and latency
+    assert alone["params"] == distilled["params"] and alone["size_bytes"] == distilled["size_bytes"]
+    assert 0 < alone["accuracy"] <= 1 and alone["latency_ms"] > 0 and alone["speedup"] > 0
+    # the same budget: epochs, lr, batch size, optimizer, seed (hence batches), same number of steps
+    d_run, a_run = report.runs["distill → Sequential"], report.runs[alone["stage"]]
+    for key in ("epochs", "lr", "batch_size", "optimizer", "seed"):
+        assert getattr(d_run.config, key) == getattr(a_run.config, key), key
+    assert (a_run.config.epochs, a_run.config.lr, a_run.config.seed) == (3, 5e-3, 4)
+    assert a_run.step == d_run.step == 3 * 20 and a_run.kind == "baseline"
+    # from the same initial weights: retraining a fresh copy the same way gives the same student
+    again = mlp(16, seed=1)
+    fit(again, digits, epochs=3, lr=5e-3, seed=4, batch_size=64)
+    assert same(again, snapshot(a_run.model))
+    assert report.table().shape[0] == 2 and "baseline" in report.text()
+    verdict = next(n for n in report.notes if n.startswith("Distillation"))
+    assert verdict in distilled["note"]
+
+
+def test_the_report_says_so_when_distillation_loses(teacher, digits):
+    # 4 epochs at lr 1e-3 with α=0.9: the soft targets learn more slowly than the labels alone (measured)
+    report = compress(teacher, digits, steps=[Distill(mlp(16, seed=1), epochs=4, alpha=0.9)], lr=1e-3, seed=0, **FAST)
+    distilled, alone = report.stages[1]["accuracy"], report.baseline["accuracy"]
+    assert distilled < alone
+    sentence = f"Distillation did not help here: the student alone reached {alone:.2%} vs {distilled:.2%} distilled."
+    assert report.notes[0] == sentence and report.stages[1]["note"].endswith(sentence)
+
+
+def test_the_verdict_sentence():
+    from bigmodel_nb.engine.compress.pipeline import distillation_verdict
+
+    assert distillation_verdict({"accuracy": 0.9}, {"accuracy": 0.95}) == (
+        "Distillation did not help here: the student alone reached 95.00% vs 90.00% distilled.")
+    assert distillation_verdict({"accuracy": 0.97}, {"accuracy": 0.95}).startswith("Distillation helped: 97.00%")
+    assert distillation_verdict({"accuracy": 0.95}, {"accuracy": 0.95}).startswith("Distillation matched")
+    assert "loss 0.5000 distilled" in distillation_verdict({"accuracy": None, "loss": 0.5},
+                                                           {"accuracy": None, "loss": 0.4})
+
+
+def test_structured_pruning_speedup_is_timed_side_by_side_and_plausible(digits):
+    """The tutorial's case: half the parameters of a 64-512-512-10 MLP removed. The work halves, so a
+    plausible speed-up is around 1-3×, never the 100×+ that timings taken apart once produced."""
+    model = nn.Sequential(nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    report = compress(model, digits, steps=[Prune(0.5, structured=True), Quantize("bf16")], latency_repeats=10)
+    original, pruned, half = report.stages
+    assert original["speedup"] == 1.0 and original["reference_ms"] == original["latency_ms"]
+    for row in (pruned, half):
+        assert row["reference_ms"] > 0 and row["speedup"] == pytest.approx(row["reference_ms"] / row["latency_ms"])
+        assert 0.05 < row["speedup"] < 20, row
+    assert "timed alternately with the original" in report.notes[0]
+
+
+def test_side_by_side_timing_warms_up_every_model_then_alternates():
+    from bigmodel_nb.engine.compress.report import measure_side_by_side
+
+    calls = []
+
+    class Tag(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    (a, b), rounds = measure_side_by_side([Tag("a"), Tag("b")], torch.zeros(1), repeats=4, warmup_s=0)
+    assert rounds == 4 and a >= 0 and b >= 0
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["a", "b", "b", "a", "a", "b", "b", "a"]
 
 
 class StageRows(Callback):
@@ -310,3 +398,13 @@ def test_structured_pruning_of_a_transformer_halves_it_and_keeps_its_vocabulary(
     assert report.model.token_embedding.weight.shape == (96, 32)  # residual width and vocabulary kept
     assert report.model.lm_head.weight is report.model.token_embedding.weight  # still tied
     assert report.model(torch.randint(0, 96, (2, 16)))[0].shape == (2, 16, 96)
+
+
+def test_a_stage_timed_on_a_busy_machine_says_so():
+    from bigmodel_nb.engine.compress.report import disturbed
+
+    steady, bursty = [0.001, 0.0011, 0.001], [0.001, 0.024, 0.02]
+    assert disturbed(["the original", "this stage"], [steady, steady]) == ""
+    note = disturbed(["the original", "this stage"], [bursty, steady])
+    assert note == ("; timing disturbed (the original 1 ms at best but 20 ms in the median): the machine was busy, "
+                    "rerun before trusting this speed-up")
