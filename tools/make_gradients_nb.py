@@ -74,7 +74,60 @@ much smaller for large $|z|$. Every layer the error signal passes back through m
 $W^\top$ and by such a factor, so after $k$ sigmoid layers it has been scaled by up to $4^{-k}$ — unless
 the weights are large, which saturates the sigmoids and makes $\sigma'$ even smaller. The norms above
 already shrink layer by layer; in a deep stack the **first layers get almost no gradient and barely
-learn**, while the last ones do. What helps:
+learn**, while the last ones do.
+
+### tanh: between sigmoid and ReLU
+
+The hyperbolic tangent is a rescaled sigmoid centred on zero,
+
+$$\tanh z = \frac{e^{z} - e^{-z}}{e^{z} + e^{-z}} = 2\sigma(2z) - 1, \qquad \tanh'(z) = 1 - \tanh^2 z .$$
+
+Its outputs lie in $(-1, 1)$ and average near zero, and its derivative reaches **1** at $z = 0$ — four
+times the sigmoid's $\tfrac14$ — so near zero it passes the error signal back almost unchanged. But it
+still **saturates**: for large $|z|$, $\tanh'(z) \approx 4e^{-2|z|}$ falls even faster than
+$\sigma'(z) \approx e^{-|z|}$. ReLU's derivative is exactly 1 for every $z > 0$, however large. The cell
+checks the formula and the derivative against torch and autograd, then tabulates the three derivatives."""),
+    code("""z = torch.linspace(-6, 6, 241, dtype=torch.float64, requires_grad=True)
+tanh_by_formula = (z.exp() - (-z).exp()) / (z.exp() + (-z).exp())
+torch.testing.assert_close(tanh_by_formula, torch.tanh(z))
+torch.testing.assert_close(torch.tanh(z), 2 * torch.sigmoid(2 * z) - 1)
+
+torch.tanh(z).sum().backward()                                  # autograd's d tanh / dz, element by element
+torch.testing.assert_close(z.grad, 1 - torch.tanh(z.detach()) ** 2)
+
+def derivatives(v):
+    v = torch.tensor(float(v), dtype=torch.float64)
+    s = torch.sigmoid(v)
+    return {"sigmoid'": (s * (1 - s)).item(), "tanh'": (1 - torch.tanh(v) ** 2).item(), "relu'": float(v > 0)}
+
+table = pd.DataFrame({f"z = {v}": derivatives(v) for v in (0.5, 1, 2, 4)}).T
+assert z.grad.max() == 1 and torch.allclose(z.grad.max(), 4 * (torch.sigmoid(z) * (1 - torch.sigmoid(z))).max())
+assert derivatives(4)["tanh'"] < derivatives(4)["sigmoid'"] < derivatives(4)["relu'"] == 1
+table.round(4)"""),
+    md(r"""Through ten layers the difference compounds. Three 10-layer stacks of width 64, each initialised
+with its activation's recommended gain (`nn.init.xavier_normal_` with `calculate_gain`), one backward
+pass on a batch of digits: the first layer's gradient relative to the last layer's."""),
+    code("""def first_over_last(activation, name, seed=0):
+    torch.manual_seed(seed)
+    layers = []
+    for _ in range(10):
+        layers += [nn.Linear(64, 64), activation()]
+    net = nn.Sequential(*layers, nn.Linear(64, 10))
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for m in linears:
+        nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain(name))
+        nn.init.zeros_(m.bias)
+    F.cross_entropy(net(X[:256]), y[:256]).backward()
+    return (linears[0].weight.grad.norm() / linears[-1].weight.grad.norm()).item()
+
+stacks = [(nn.Sigmoid, "sigmoid"), (nn.Tanh, "tanh"), (nn.ReLU, "relu")]
+ratios = {name: first_over_last(activation, name) for activation, name in stacks}
+print("first-layer / last-layer gradient norm:", {k: f"{v:.1e}" for k, v in ratios.items()})
+assert ratios["sigmoid"] < 1e-3 < min(ratios["tanh"], ratios["relu"])"""),
+    md(r"""With a good initialisation tanh keeps the gradient alive where sigmoid loses it — as long as its
+inputs stay near zero; large weights or inputs push it into saturation, which ReLU does not have
+(ReLU's failure is the opposite one: a unit whose input is always negative passes back nothing).
+What helps:
 
 * **ReLU**: its derivative is exactly 1 wherever the unit is active, so it does not shrink the signal
   (but a unit that is never active passes back nothing — a *dead ReLU*);

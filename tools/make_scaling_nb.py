@@ -8,7 +8,7 @@ cells = [
 "Big model" work runs out of one resource after another: memory first, then time, then one machine.
 This tutorial measures each step on a small model you can run anywhere:
 
-1. **how big is big** — `%summary` of growing GPT configurations, and where they stop fitting;
+1. **how big is big** — `%summary` of growing GPT configurations, and what their activations are made of;
 2. **mixed precision** — what bf16 does to the memory a training step keeps;
 3. **gradient accumulation** — a big batch out of small ones, checked equal;
 4. **activation checkpointing** — trading compute for memory, measured;
@@ -22,28 +22,71 @@ from bigmodel_nb.models import GPT, GPTConfig"""),
     md(r"""## 1. How big is big
 
 Training memory is weights + gradients + optimizer state + the activations kept for the backward
-pass. With Adam in fp32 the first three cost $4 + 4 + 8 = 16$ bytes per parameter; activations grow
-with batch × context × width × layers. Built on the `meta` device, a model has shapes but no storage,
-so `summarize` (the engine of `%summary`) can size models far larger than this machine."""),
+pass. With Adam in fp32 the first three cost $4 + 4 + 8 = 16$ bytes per parameter (in bf16 mixed
+precision $2 + 2 + 12$: `04_transformers` explains the fp32 master copy). Activations grow with the
+batch and the context. Built on the `meta` device, a model has shapes but no storage, so `summarize`
+(the engine of `%summary`) can size models far larger than any laptop. `device="cpu"` makes the
+estimate the same on every machine (on a GPU the optimizer's temporaries are counted differently)."""),
     code("""import pandas as pd
 
 configs = {"4 layers × 128": (4, 4, 128), "GPT-2 small": (12, 12, 768), "GPT-2 medium": (24, 16, 1024),
            "GPT-2 large": (36, 20, 1280), "GPT-2 XL": (48, 25, 1600)}
-rows = []
+B, T, V = 8, 1024, 50257                      # batch, context (tokens per sequence), vocabulary
+summaries, rows = {}, []
 for name, (layers, heads, width) in configs.items():
     with torch.device("meta"):
-        model = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=layers, n_head=heads, n_embd=width))
-    s = summarize(model, (1024,), batch_size=8)
-    fp32, bf16 = s.estimate(batch_size=8), s.estimate(batch_size=8, precision="bf16")
+        model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=layers, n_head=heads, n_embd=width))
+    s = summaries[name] = summarize(model, (T,), batch_size=B, device="cpu")
+    fp32, bf16 = s.estimate(), s.estimate(precision="bf16")
     rows.append({"model": name, "params (M)": s.total_params / 1e6, "train fp32 (GiB)": fp32["total_bytes"] / 2**30,
                  "train bf16 (GiB)": bf16["total_bytes"] / 2**30,
-                 "fits here (fp32)": bool(s.available_bytes and fp32["total_bytes"] < s.available_bytes)})
+                 "activations fp32 (GiB)": fp32["activations"] / 2**30})
 sizes = pd.DataFrame(rows).set_index("model").round(2)
-print(f"batch 8 × 1,024 tokens, Adam; free memory here: {s.available_bytes / 2**30:.1f} GiB")
+print(f"batch {B} × {T:,} tokens, Adam")
 sizes"""),
     code("""assert sizes["params (M)"].is_monotonic_increasing and sizes["train fp32 (GiB)"].is_monotonic_increasing
 assert 120 < sizes.loc["GPT-2 small", "params (M)"] < 130 and 1500 < sizes.loc["GPT-2 XL", "params (M)"] < 1600
 assert (sizes["train bf16 (GiB)"] < sizes["train fp32 (GiB)"]).all()"""),
+    md(r"""Whether one of these fits is a property of the machine, not of the model: `s.estimate()["fits"]`
+compares the total with the free memory of the machine running the cell (and `%summary` prints it). It
+is left out of the stored table because it differs from one machine to the next.
+
+**What the activations are.** For this GPT (width $C$, $L$ layers, $h$ heads, vocabulary $V$), the
+floating-point numbers autograd keeps for backward, per token, are
+
+$$\underbrace{L\,(16C + h + 4)}_{\text{blocks}} \;+\; \underbrace{2C + 2}_{\text{final norm, head input}}
+\;+\; \underbrace{V}_{\text{logits}}$$
+
+— per block the inputs of its LayerNorms and matrix products ($C$ each), $q, k, v$ ($3C$), the attention
+output ($C$) and the MLP's two $4C$ tensors, plus one log-sum-exp per head and a mean and $1/\text{std}$
+per LayerNorm; and once, the **log-probabilities** of the loss over the vocabulary. Times $B \cdot T$
+tokens and the bytes per number, plus the token ids and targets (two int64 per token, 16 bytes) and, once
+per batch, the $T$ positions (int64) and the loss itself. On top,
+the backward pass holds the logits and their gradient at once — two more $B \cdot T \cdot V$ tensors,
+counted under *workspace*. So the logits cost $3 \cdot B \cdot T \cdot V$ numbers in all. With
+$V = 50{,}257$ and $C = 128$ the $V$ term is six times all four blocks together: for the small models
+in the table **the logits dominate** (GPT-2 small is the first whose blocks outweigh them). The
+cell checks the formula against the estimator for every model, in fp32 and bf16."""),
+    code("""def activations_by_formula(layers, heads, width, bytes_per_number):
+    per_token = layers * (16 * width + heads + 4) + 2 * width + 2 + V
+    # + int64 token ids and targets per token; once per batch the T positions (int64) and the loss (one number)
+    return B * T * (per_token * bytes_per_number + 16) + 8 * T + bytes_per_number
+
+rows = []
+for name, (layers, heads, width) in configs.items():
+    s = summaries[name]
+    for precision, nbytes in (("fp32", 4), ("bf16", 2)):
+        e = s.estimate(precision=precision)
+        formula = activations_by_formula(layers, heads, width, nbytes)
+        logits_workspace = 2 * B * T * V * nbytes                # the logits and their gradient, during backward
+        assert formula == e["activations"], (name, precision, formula, e["activations"])
+        assert e["workspace"] == logits_workspace, (name, precision)
+        if precision == "fp32":
+            rows.append({"model": name, "formula (GiB)": formula / 2**30, "estimator (GiB)": e["activations"] / 2**30,
+                         "logits share": B * T * V * nbytes / formula})
+check = pd.DataFrame(rows).set_index("model").round(3)
+assert check.loc["4 layers × 128", "logits share"] > 0.8 and check.loc["GPT-2 XL", "logits share"] < 0.2
+check"""),
     md(r"""## 2. Mixed precision: what a step keeps for backward
 
 Under `torch.autocast(dtype=torch.bfloat16)` matrix multiplications run in bf16 (2 bytes per number
@@ -111,7 +154,7 @@ each backward pass DDP averages the workers' gradients, so with `--batch-size` a
 the run follows the same trajectory as one process. Rank 0 streams its rows back to the notebook while
 the workers train, writes a checkpoint each epoch, and a worker that dies is restarted from it.
 
-Starting a local cluster takes a while (~20 s here) — the price of real processes. In a cell this is
+Starting a local cluster takes a while (tens of seconds on a laptop) — the price of real processes. In a cell this is
 
 ```
 %%train --data digits --epochs 3 --batch-size 64 --optimizer sgd --lr 0.1 --seed 0 --workers 2 --name on_workers
@@ -131,7 +174,8 @@ else:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     on_workers = bigmodel_nb.train(model, "digits", epochs=3, batch_size=64, optimizer="sgd", lr=0.1, seed=0,
-                                   workers=2, name="on_workers")"""),
+                                   workers=2, name="on_workers", quiet=True)   # quiet: no dashboard here
+    print(f"on_workers: {on_workers.status} after {on_workers.step} steps on 2 Ray Train workers")"""),
     code("""if on_workers is not None:
     gap = max(abs(a["loss"] - b["loss"]) for a, b in zip(on_workers.rows("train"), big_batch.rows("train")))
     print(f"2 workers vs 1 process, same global batch: largest loss difference {gap:.1e}; "

@@ -117,6 +117,18 @@ model = GPT(GPTConfig(vocab_size=len(corpus.vocab), block_size=64, n_layer=2, n_
 print(f"{model.num_params():,} parameters · val loss {val[0]:.2f} → {val[-1]:.2f} nats/char """
       """(ln 96 = {math.log(96):.2f})")
 assert run.status == "completed" and val[-1] < 1.9 < math.log(96)"""),
+    md(r"""**Two parameter counts.** The line `%%train` printed when the run started counts every parameter the
+optimizer updates; `model.num_params()` above leaves out the **position embedding**, as nanoGPT (and the
+GPT-2 paper's model sizes) do. The position embedding is a table of one learned vector per position:
+`block_size × n_embd` $= 64 \times 64 = 4{,}096$ numbers. The token embedding is not subtracted: its
+matrix is tied to the output layer, so it also serves as the language-model head."""),
+    code("""everything = sum(p.numel() for p in model.parameters())          # what %%train reports and trains
+positions = model.position_embedding.weight.numel()                 # block_size × n_embd
+print(f"all parameters {everything:,} = num_params() {model.num_params():,} + position embedding "
+      f"{positions:,} ({model.config.block_size} positions × {model.config.n_embd})")
+assert positions == model.config.block_size * model.config.n_embd == 4096
+assert model.num_params() == everything - positions and model.num_params(non_embedding=False) == everything
+assert model.lm_head.weight is model.token_embedding.weight          # tied: counted once"""),
     md(r"""**Sampling.** `generate` feeds the model its own output one character at a time. The **temperature**
 divides the logits before the softmax: below 1 it sharpens the distribution (safer, more repetitive
 text), above 1 it flattens it (more surprising, more mistakes); 0 always takes the most likely
@@ -175,7 +187,10 @@ parameter) + the activations saved for the backward pass, which grow with the ba
 context."""),
     code("""with torch.device("meta"):
     gpt2_small = GPT(GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768))"""),
-    code("%summary gpt2_small --batch-size 8 --input-shape 1024"),
+    md(r"""The last line of the summary ("fits on …, … available") compares the estimate with the free memory
+of the machine that ran the cell — the stored output is the machine that built this notebook; run it to
+see yours. Everything above that line is the same on any CPU."""),
+    code("# NBVAL_IGNORE_OUTPUT\n%summary gpt2_small --batch-size 8 --input-shape 1024"),
     code("""import pandas as pd
 
 rows = []
@@ -189,15 +204,41 @@ print(f"{model_summary.total_params / 1e6:.1f}M parameters (tied embeddings coun
 table"""),
     code("""assert model_summary.total_params == sum(p.numel() for p in gpt2_small.parameters())
 assert 120e6 < model_summary.total_params < 130e6
-assert table.loc["bf16", "weights"] == table.loc["fp32", "weights"] / 2"""),
-    md(r"""Two lessons from the table. The parameters are the smaller part: with Adam, fp32 weights, gradients
-and optimizer state take 16 bytes per parameter (about 2 GB here), and the saved activations of a batch
-of 8 full-length sequences are larger still — which is why big models train with **mixed precision**
-(bf16 activations), **gradient accumulation** (smaller batches, summed gradients), **activation
-checkpointing** (recompute instead of store) and, beyond one device, sharded data parallelism. And int8
-is a storage and inference format here: nobody trains in it, so its row has no gradients or optimizer
-state. (`workspace` is memory that lives only during a step: the optimizer's temporaries and gradient
-buffers being filled during the backward pass.)"""),
+assert table.loc["bf16", "weights"] == table.loc["fp32", "weights"] / 2
+assert table.loc["int8", "gradients"] == table.loc["int8", "optimizer_state"] == 0   # inference: nothing to train
+assert table.loc["int8", "activations"] < table.loc["bf16", "activations"]           # no graph kept for backward"""),
+    md(r"""**Bytes per parameter.** In fp32 with Adam each trainable parameter costs 4 bytes of weight, 4 of
+gradient and 8 of optimizer state (Adam's running mean $m$ and running square $v$, 4 bytes each): 16 bytes.
+In **bf16** mixed precision the weights and gradients the model computes with are 2 bytes each, but the
+optimizer state grows to **12 bytes**: Adam updates an **fp32 master copy** of the weights (4 bytes) —
+bf16 has only 8 bits of mantissa, so a small update $\alpha\,\hat m/\sqrt{\hat v}$ added to a bf16 weight
+would often round away to nothing — and keeps $m$ and $v$ in fp32 (4 + 4). So $2 + 2 + 12 = 16$ bytes,
+the same as fp32: mixed precision saves activation memory and time, not parameter memory. The cell
+checks this against the estimator's numbers."""),
+    code("""n = model_summary.trainable_params
+fp32, bf16 = (model_summary.estimate(batch_size=8, precision=p) for p in ("fp32", "bf16"))
+per_param = {name: {k: e[k] / n for k in ("weights", "gradients", "optimizer_state")} for name, e in
+             (("fp32", fp32), ("bf16", bf16))}
+print("bytes per trainable parameter:")
+print(pd.DataFrame(per_param).T.round(3))
+assert fp32["gradients"] == 4 * n and fp32["optimizer_state"] == (4 + 4) * n          # Adam: m and v
+assert bf16["gradients"] == 2 * n and bf16["optimizer_state"] == (4 + 4 + 4) * n      # master copy + m + v
+assert fp32["weights"] == 4 * n and bf16["weights"] == 2 * n                           # GPT has no buffers
+assert fp32["weights"] + fp32["gradients"] + fp32["optimizer_state"] == \\
+       bf16["weights"] + bf16["gradients"] + bf16["optimizer_state"] == 16 * n"""),
+    md(r"""Three lessons from the table. The parameters are the smaller part: with Adam, weights, gradients and
+optimizer state take 16 bytes per parameter in fp32 or bf16 alike (about 2 GB here), and the saved
+activations of a batch of 8 full-length sequences are larger still — which is why big models train with
+**mixed precision** (bf16 activations), **gradient accumulation** (smaller batches, summed gradients),
+**activation checkpointing** (recompute instead of store) and, beyond one device, sharded data
+parallelism. Second, a large share of those activations is the **logits**: batch × context × vocabulary
+$= 8 \times 1024 \times 50{,}257$ numbers, kept with their softmax for the loss (`07_scaling` writes the
+formula out). Third, int8 is a storage and **inference** format here: nobody trains in it, so its row has
+no gradients and no optimizer state, and nothing is kept for a backward pass — its activations are only
+the working set of one layer's input and output, in fp32, because int8 weight quantization stores the
+weights in int8 but computes (and outputs) activations in floating point. (`workspace` is memory that
+lives only during a training step: the optimizer's temporaries and gradient buffers being filled during
+the backward pass.)"""),
 ]
 
 

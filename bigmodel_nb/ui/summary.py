@@ -84,13 +84,18 @@ def _fit_text(m: dict, summary) -> str:
             f"{fmt_bytes(-m['headroom_bytes'])} short")
 
 
+def _memory_kind(m: dict) -> str:
+    """int8 is estimated as an inference format (no gradients, no optimizer state); the others as training."""
+    return "inference memory" if m["precision"] == "int8" else "training memory"
+
+
 def summary_text(summary, max_rows: int = 30) -> str:
     """The compact plain-text version. Example: ``print(summary_text(summarize(model, (64,))))``"""
     m = summary.memory
     sizes = " · ".join(f"{p} {fmt_bytes(b)}" for p, b in summary.size_by_precision().items())
     parts = " + ".join(f"{label} {fmt_bytes(m[key])}" for key, label, _ in COMPONENTS if m[key])
     lines = [_headline(summary), f"weights: {sizes}",
-             f"training memory (batch {m['batch_size']}, {m['precision']}, {m['optimizer']}): "
+             f"{_memory_kind(m)} (batch {m['batch_size']}, {m['precision']}, {m['optimizer']}): "
              f"{fmt_bytes(m['total_bytes'])} = {parts or '0 B'}",
              _fit_text(m, summary), *(f"note: {n}" for n in m["notes"])]
     rows, more = layer_rows(summary, max_rows)
@@ -125,7 +130,7 @@ def summary_html(summary, max_rows: int = MAX_ROWS) -> str:
     return (f"{STYLE}{SUMMARY_STYLE}<div class='bmnb-summary' data-total-bytes='{m['total_bytes']}'>"
             f"<div><b>{html.escape(_headline(summary))}</b></div>"
             f"<div>weights: {sizes}</div>"
-            f"<div>training memory (batch {m['batch_size']}, {m['precision']}, {html.escape(m['optimizer'])}): "
+            f"<div>{_memory_kind(m)} (batch {m['batch_size']}, {m['precision']}, {html.escape(m['optimizer'])}): "
             f"<b>{fmt_bytes(m['total_bytes'])}</b></div>{_stacked_bar(m)}"
             f"<div class='{fit_class}'>{html.escape(_fit_text(m, summary))}</div>{notes}{table}</div>")
 

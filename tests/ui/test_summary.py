@@ -90,3 +90,4 @@ def test_meta_and_int8_summaries_render(deep_summary):
     assert "Sequential: 27.2K parameters" in text and "on the meta device (no weights allocated)" in text
     page = summary_html(summarize(nn.Sequential(nn.Linear(8, 4)), precision="int8"))
     assert "training in int8 is not supported" in page and "int8 <b>36 B</b>" in page
+    assert "inference memory (batch 1, int8" in page and "training memory" not in page

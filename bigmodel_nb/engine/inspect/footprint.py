@@ -3,7 +3,8 @@
 Output shapes, FLOPs and activation memory depend on the input, so they are measured rather than
 guessed: the model runs forward, plus the loss a training step adds, on n and 2n samples. Forward hooks
 record each module's output shape, torch's FLOP counter the forward FLOPs, and saved-tensor hooks every
-tensor autograd keeps for backward, which is what activation memory is. Saved tensors are counted by
+tensor autograd keeps for backward, which is what activation memory is (and each module's input plus
+output, the most an inference pass holds at once). Saved tensors are counted by
 storage, so views are counted once and weights not at all. A straight line through the two passes
 separates what each sample costs from what is fixed, so the numbers extend to any batch size. Models on
 the meta device run on fake tensors, which gives the same shapes without allocating weights. Also here:
@@ -60,6 +61,7 @@ class Pass:
     flops: int  # of the forward pass; the loss is not counted
     largest_output: int  # elements of the largest module output
     output_elems: int  # elements of the model's output (a training loop holds it through backward)
+    largest_io: int = 0  # largest floating-point input + output elements of one module: inference's working set
 
 
 # -- the passes -------------------------------------------------------------------------------
@@ -89,7 +91,7 @@ def measure(model: nn.Module, modules: list, spec: Input, on_meta: bool, notes: 
 
 
 def _one_pass(model, modules, spec: Input, repeats: int, device, on_meta: bool) -> Pass:
-    shapes, sizes, saved, fake = {}, [], {}, None
+    shapes, sizes, io_sizes, saved, fake = {}, [], [], {}, None
     if on_meta:  # FakeTensorMode, not bare meta tensors: code that reads values (masks, .item()) still runs
         from torch._subclasses.fake_tensor import FakeTensorMode
         fake = FakeTensorMode(allow_non_fake_inputs=True)
@@ -100,6 +102,8 @@ def _one_pass(model, modules, spec: Input, repeats: int, device, on_meta: bool) 
             if (t := first_tensor(output)) is not None:
                 shapes.setdefault(name, tuple(t.shape))
                 sizes.append(t.numel())
+                given = first_tensor(args)
+                io_sizes.append(_float_elems(t) + (_float_elems(given) if given is not None else 0))
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in modules]
@@ -128,7 +132,7 @@ def _one_pass(model, modules, spec: Input, repeats: int, device, on_meta: bool) 
         for h in handles:
             h.remove()
     return Pass(spec.n * repeats, shapes, floats, others, counter.get_total_flops(), max(sizes, default=0),
-                output_elems)
+                output_elems, max(io_sizes, default=0))
 
 
 def _fake_state(model, fake, device) -> dict:
@@ -239,6 +243,11 @@ def first_tensor(value):
         return value
     items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
     return next((t for t in map(first_tensor, items) if t is not None), None)
+
+
+def _float_elems(t: torch.Tensor) -> int:
+    """Elements of `t` if it holds floating-point values (activations), else 0 (token ids, masks)."""
+    return t.numel() if t.is_floating_point() else 0
 
 
 def _tensors(model) -> list[torch.Tensor]:

@@ -33,8 +33,10 @@ MIXED_PRECISION_NOTE = (
     "weights in the optimizer state (torch.autocast keeps fp32 weights and gradients instead: the same bytes per "
     "parameter with Adam); saved activations are counted at 2 bytes, though autocast keeps a few (softmax, losses) "
     "in fp32.")
-INT8_NOTE = ("int8: training in int8 is not supported, so this is weight storage plus the inference working set "
-             "(no gradients, no optimizer state).")
+INT8_NOTE = ("int8: training in int8 is not supported, so this is inference: int8 weights plus the working set of "
+             "one layer's input and output in fp32, the compute dtype of int8 weight quantization (activations are "
+             "not quantized and nothing is saved for backward; no gradients, no optimizer state).")
+INT8_COMPUTE_BYTES = 4  # int8 weight quantization (dynamic or weight-only) computes and outputs fp32 activations
 
 
 @dataclass
@@ -79,9 +81,9 @@ class ModelSummary:
         precision, optimizer = _precision(precision or self.precision), _optimizer(optimizer or self.optimizer)
         width, notes, measured = PRECISION_BYTES[precision], list(self.notes), self._measured
         at = (lambda key: at_batch(measured[key], batch)) if measured else None
-        if precision == "int8":  # inference: a layer's input and output alive at once, fp32 as dynamic int8 computes
+        if precision == "int8":  # inference: no graph, so only one layer's input and output are alive at once
             gradients = optimizer_state = workspace = 0
-            activations = 2 * 4 * at("largest_output") if measured else None
+            activations = INT8_COMPUTE_BYTES * at("largest_io") if measured else None
             notes.append(INT8_NOTE)
         else:
             gradients = self.trainable_params * width
@@ -168,7 +170,7 @@ def summarize(model: nn.Module, input_shape=None, *, batch_size: int = 1, precis
         a, b = passes
         flops = round(fit(a.n, a.flops, b.flops)[1])
         measured = {k: fit(a.n, getattr(a, k), getattr(b, k))
-                    for k in ("float_elems", "other_bytes", "largest_output", "output_elems")}
+                    for k in ("float_elems", "other_bytes", "largest_output", "output_elems", "largest_io")}
     return ModelSummary(
         model_name=type(model).__name__, total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad), layers=rows,

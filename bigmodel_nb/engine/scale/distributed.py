@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import os
 import socket
 import tempfile
@@ -78,12 +79,30 @@ def connect(cluster: str | None, timeout: float = 5.0):
                                 "(host:port of the head node, e.g. 10.0.0.5:6379) or leave --cluster out to "
                                 "train on a local cluster.") from None
     try:
-        ray.init(address=cluster, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True,
-                 configure_logging=False)
+        with _quiet_auth_notice():
+            ray.init(address=cluster, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True,
+                     configure_logging=False)
     except Exception as exc:
         raise BigModelError(f"Could not connect to the Ray cluster at '{cluster or 'local'}': "
                             f"{describe_exception(exc)}.") from None
     return ray
+
+
+# Ray logs a notice about its token authentication while a local cluster starts ("Token authentication is
+# enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out..."): library noise under a notebook cell.
+# Only the notice is silenced; the authentication itself is left as Ray configures it.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+@contextlib.contextmanager
+def _quiet_auth_notice():
+    log = logging.getLogger(_RAY_AUTH_LOGGER)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class DistributedRun(Run):

@@ -176,6 +176,35 @@ def test_precision_and_optimizer_change_the_bytes():
     assert set(OPTIMIZER_STATE_SLOTS) == set(OPTIMIZERS)  # every optimizer --optimizer accepts has a size
 
 
+def test_int8_is_inference_one_layers_input_and_output_in_fp32():
+    # Linear(64, 256) -> ReLU: the ReLU's input and output (256 + 256 floats per sample) are the largest pair.
+    s = summarize(make_mlp(), (64,))
+    int8 = s.estimate(batch_size=32, precision="int8")
+    assert int8["activations"] == 4 * 32 * (256 + 256)  # fp32, the compute dtype of int8 weight quantization
+    assert int8["gradients"] == int8["optimizer_state"] == int8["workspace"] == 0
+    assert int8["total_bytes"] == s.weights_bytes("int8") + int8["activations"]
+    assert "fp32" in " ".join(int8["notes"])
+
+
+def test_int8_inference_needs_less_activation_memory_than_16_bit_training():
+    s = summarize(make_transformer(), batch_size=8)
+    for batch in (1, 8, 64):
+        int8, bf16 = s.estimate(batch_size=batch, precision="int8"), s.estimate(batch_size=batch, precision="bf16")
+        assert int8["activations"] < bf16["activations"] and int8["total_bytes"] < bf16["total_bytes"]
+
+
+def test_int8_on_the_meta_device_counts_the_logits_once():
+    from bigmodel_nb.models import GPT, GPTConfig
+
+    with torch.device("meta"):
+        gpt = GPT(GPTConfig(vocab_size=1000, block_size=64, n_layer=2, n_head=2, n_embd=32))
+    s = summarize(gpt, (64,))
+    int8 = s.estimate(batch_size=4, precision="int8")
+    # the language-model head: its input (4 × 64 × 32) and its logits (4 × 64 × 1000), in fp32
+    assert int8["activations"] == 4 * 4 * 64 * (32 + 1000)
+    assert int8["activations"] < s.estimate(batch_size=4, precision="bf16")["activations"]
+
+
 def test_fits_compares_the_total_with_the_devices_free_memory():
     s = summarize(make_mlp(), device="cpu")
     cpu = next(d for d in detect_devices() if d.kind == "cpu")
