@@ -5,7 +5,7 @@ a student writes), and next to rebuilding the static `%compare_optimizers --func
 
 Also: the messages one change sends to the browser, and how many redraws a 1-second drag (a slider event every
 10 ms, on the kernel's event loop) costs through the throttle.
-Run: .venv/bin/python bench/playground.py [--repeats 15]
+Run: .venv/bin/python bench/playground.py [--repeats 15] [--function rosenbrock|beale|rastrigin|saddle|quadratic]
 """
 import argparse
 import asyncio
@@ -29,9 +29,9 @@ TORCH = {"sgd": (torch.optim.SGD, {}), "momentum": (torch.optim.SGD, {"momentum"
          "rmsprop": (torch.optim.RMSprop, {}), "adam": (torch.optim.Adam, {})}
 
 
-def hand(steps: int) -> None:
+def hand(function: str, steps: int) -> None:
     """Each optimizer alone: zero_grad, f(p).backward(), step, as in the torch.optim docs."""
-    fn = FUNCTIONS["rosenbrock"]
+    fn = FUNCTIONS[function]
     for name in NAMES:
         cls, fixed = TORCH[name]
         p = torch.nn.Parameter(torch.tensor(fn.start, dtype=torch.float64))
@@ -46,10 +46,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--function", default="rosenbrock", choices=list(FUNCTIONS))
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a notebook's small ops use anyway; keeps the figures steady
 
-    pg = Playground("rosenbrock", NAMES, steps=args.steps)
+    pg = Playground(args.function, NAMES, steps=args.steps)
     view = PlaygroundView(pg)
     view.fig = figure_widget(playground_figure(pg))
     view._build()
@@ -57,16 +58,16 @@ def main():
     send = view.fig._send_update_msg
     view.fig._send_update_msg = lambda *a, **k: (sent.append(a), send(*a, **k))
     lr = view.lr["sgd"]
-    changes = [0]
+    changes, lr0 = [0], lr.value
 
     def redraw():  # what one slider change does
         changes[0] += 1
-        lr.value = 1e-3 * (1.2 if changes[0] % 2 else 1.0)
+        lr.value = lr0 * (1.2 if changes[0] % 2 else 1.0)
 
     variants = {"playground redraw": redraw, "engine paths only": lambda: pg.update(),
-                "hand loop, one optimizer at a time": lambda: hand(args.steps),
+                "hand loop, one optimizer at a time": lambda: hand(args.function, args.steps),
                 "static figure (re-run the cell)": lambda: trajectory_figure(
-                    trajectories("rosenbrock", NAMES, steps=args.steps))}
+                    trajectories(args.function, NAMES, steps=args.steps))}
     for fn in variants.values():  # warm-up: imports, first plotly validation, torch's lazy init
         fn()
     times = {k: [] for k in variants}
@@ -89,7 +90,7 @@ def main():
         while sent_events < 100:
             due = min(100, int((time.perf_counter() - start) / 0.01) + 1)
             for i in range(sent_events, due):
-                lr.value = 1e-3 * (1 + i / 100)
+                lr.value = lr0 * (1 + i / 100)
             sent_events = due
             await asyncio.sleep(0.002)
         await asyncio.sleep(0.5)
@@ -97,7 +98,7 @@ def main():
 
     redraws, final_lr = asyncio.run(drag())
 
-    print(f"optimizer playground, rosenbrock, {len(NAMES)} optimizers × {args.steps} steps, "
+    print(f"optimizer playground, {args.function}, {len(NAMES)} optimizers × {args.steps} steps, "
           f"{args.repeats} alternating repeats, torch {torch.__version__}, {os.cpu_count()} CPUs")
     base = statistics.median(times["playground redraw"])
     for name, ts in times.items():

@@ -113,3 +113,28 @@ def test_user_errors_are_one_clear_sentence(kwargs, message):
         trajectories(**kwargs)
     assert message in str(err.value)
     assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+def test_closed_form_gradients_equal_autograd(name):
+    from bigmodel_nb.engine.compare.landscapes import quadratic_function
+
+    fns = [FUNCTIONS[name]] + ([quadratic_function(137.0)] if name == "quadratic" else [])
+    for fn in fns:
+        xy = (torch.rand(2, 50, dtype=torch.float64) * 8 - 4).requires_grad_()
+        (auto,) = torch.autograd.grad(fn.f(xy).sum(), xy)
+        gx, gy = fn.grad(*xy.detach().numpy())
+        torch.testing.assert_close(torch.from_numpy(np.stack([gx, gy])), auto, rtol=1e-12, atol=1e-12)
+
+
+def test_the_autograd_path_and_the_closed_form_path_agree():
+    from bigmodel_nb.engine.compare.landscapes import custom_function
+
+    fn = FUNCTIONS["beale"]
+    mine = custom_function(lambda x, y: fn.f(torch.stack([x, y])), bounds=((-4.5, 4.5), (-4.5, 4.5)),
+                           start=fn.start)
+    assert mine.grad is None and FUNCTIONS["beale"].grad is not None
+    a = trajectories("beale", ["sgd", "adam"], steps=150, lr={"sgd": 1e-2, "adam": 0.1})
+    b = trajectories(mine, ["sgd", "adam"], steps=150, lr={"sgd": 1e-2, "adam": 0.1})
+    for name in a.paths:
+        np.testing.assert_allclose(a.paths[name], b.paths[name], rtol=0, atol=1e-12)
