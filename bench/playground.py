@@ -5,7 +5,7 @@ a student writes), and next to rebuilding the static `%compare_optimizers --func
 
 Also: the messages one change sends to the browser, and how many redraws a 1-second drag (a slider event every
 10 ms, on the kernel's event loop) costs through the throttle.
-Run: .venv/bin/python bench/playground.py [--repeats 15] [--function rosenbrock|beale|rastrigin|saddle|quadratic]
+Run: .venv/bin/python bench/playground.py [--repeats 15] [--function rosenbrock|beale|rastrigin|saddle|quadratic|custom]
 """
 import argparse
 import asyncio
@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ["BIGMODEL_NB_UI"] = "widget"
-from bigmodel_nb.engine.compare.landscapes import FUNCTIONS, trajectories  # noqa: E402
+from bigmodel_nb.engine.compare.landscapes import FUNCTIONS, custom_function, trajectories  # noqa: E402
 from bigmodel_nb.engine.compare.playground import Playground  # noqa: E402
 from bigmodel_nb.ui.display import figure_widget  # noqa: E402
 from bigmodel_nb.ui.landscape import trajectory_figure  # noqa: E402
@@ -46,11 +46,18 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--function", default="rosenbrock", choices=list(FUNCTIONS))
+    parser.add_argument("--function", default="rosenbrock", choices=[*FUNCTIONS, "custom"],
+                        help="custom: Rosenbrock given as your own f(x, y), so its gradient comes from autograd")
     args = parser.parse_args()
     torch.set_num_threads(1)  # what a notebook's small ops use anyway; keeps the figures steady
 
-    pg = Playground(args.function, NAMES, steps=args.steps)
+    rosen = FUNCTIONS["rosenbrock"]
+    function = (custom_function(lambda x, y: rosen.f(torch.stack([x, y])), bounds=rosen.bounds, start=rosen.start)
+                if args.function == "custom" else args.function)
+    if args.function == "custom":
+        FUNCTIONS["custom"] = rosen  # the hand loop runs the same f (autograd there too)
+    pg = Playground(function, NAMES, steps=args.steps, lr={n: rosen.lrs[n] for n in NAMES}
+                    if args.function == "custom" else None)
     view = PlaygroundView(pg)
     view.fig = figure_widget(playground_figure(pg))
     view._build()
@@ -67,7 +74,7 @@ def main():
     variants = {"playground redraw": redraw, "engine paths only": lambda: pg.update(),
                 "hand loop, one optimizer at a time": lambda: hand(args.function, args.steps),
                 "static figure (re-run the cell)": lambda: trajectory_figure(
-                    trajectories(args.function, NAMES, steps=args.steps))}
+                    trajectories(pg.function, NAMES, steps=args.steps, lr=pg.settings.lrs))}
     for fn in variants.values():  # warm-up: imports, first plotly validation, torch's lazy init
         fn()
     times = {k: [] for k in variants}

@@ -343,27 +343,42 @@ def _run_all(fn: TestFunction, names: list[str], start, lrs: dict, kwargs: dict,
         cls, fixed, _ = OPTIMIZERS[name]
         groups.setdefault(cls, []).append({"params": [p], "lr": lrs[name], **fixed, **kwargs[name]})
     optimizers = [cls(g, lr=g[0]["lr"], foreach=False) for cls, g in groups.items()]  # foreach: no gain on 2 numbers
+    if fn.grad is not None:
+        return _closed_form_steps(fn.grad, params, optimizers, steps)
     points = []
     for _ in range(steps):
-        if fn.grad is not None:
-            with torch.no_grad():
-                xy = torch.stack(params, dim=1)  # [2, K]
-            with np.errstate(all="ignore"):  # a diverging path overflows to inf; it is cut off below
-                gx, gy = fn.grad(*xy.numpy())
-            grads = torch.from_numpy(np.stack([gx, gy], axis=1))  # [K, 2]: row k is optimizer k's gradient
-            for p, g in zip(params, grads):
-                p.grad = g
-        else:
-            for p in params:
-                p.grad = None
-            xy = torch.stack(params, dim=1)
-            fn.values(xy).sum().backward()
-            xy = xy.detach()
-        points.append(xy)
+        for p in params:
+            p.grad = None
+        xy = torch.stack(params, dim=1)  # [2, K]
+        fn.values(xy).sum().backward()
+        points.append(xy.detach())
         for opt in optimizers:
             opt.step()
     points.append(torch.stack(params, dim=1).detach())
     return torch.stack(points).numpy()
+
+
+def _closed_form_steps(grad, params, optimizers, steps: int) -> np.ndarray:
+    """The loop with ∇f in closed form, all in numpy views of the parameters and of one gradient buffer
+    (each optimizer's `.grad` is a row of it, rewritten in place each step; no optimizer here writes to its
+    grad), so a step is the optimizers' own updates plus a few µs."""
+    views = [p.detach().numpy() for p in params]  # share memory with the parameters the optimizers update
+    buffer = torch.zeros(len(params), 2, dtype=torch.float64)
+    for p, row in zip(params, buffer):
+        p.grad = row
+    g = buffer.numpy()
+    points = np.empty((steps + 1, 2, len(params)))
+    with np.errstate(all="ignore"):  # a diverging path overflows to inf; it is cut off afterwards
+        for t in range(steps):
+            xy = points[t]
+            for k, v in enumerate(views):
+                xy[:, k] = v
+            g[:, 0], g[:, 1] = grad(xy[0], xy[1])
+            for opt in optimizers:
+                opt.step()
+        for k, v in enumerate(views):
+            points[steps][:, k] = v
+    return points
 
 
 def trajectories(function, optimizers=("sgd", "momentum", "rmsprop", "adam"), *, steps: int = 200,

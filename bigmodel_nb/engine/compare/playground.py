@@ -50,9 +50,14 @@ class Playground:
     def __init__(self, function="rosenbrock", optimizers=("sgd", "momentum", "rmsprop", "adam"), *,
                  steps: int = STEPS, start=None, lr=None, options: dict | None = None, condition: float = 20.0):
         self.custom: TestFunction | None = None
-        if callable(function) and not isinstance(function, (str, TestFunction)):
+        if isinstance(function, TestFunction) and FUNCTIONS.get(function.name) is not function:
+            self.custom = function  # e.g. a custom_function(...) built with its own bounds
+        elif callable(function) and not isinstance(function, (str, TestFunction)):
             self.custom = custom_function(function)
+        if self.custom is not None:
             function = self.custom.name
+        elif isinstance(function, TestFunction):
+            function = function.name
         names = optimizers.split(",") if isinstance(optimizers, str) else list(optimizers)
         names = tuple(dict.fromkeys(str(o).strip().lower() for o in names if str(o).strip()))
         # One run validates names, steps, start, lr and options and gives the function's defaults.
