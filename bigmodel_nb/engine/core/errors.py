@@ -1,5 +1,8 @@
-"""The one exception type users see: a single sentence saying what is wrong and what to do."""
+"""The one exception type users see: a single sentence saying what is wrong and what to do; and
+`quiet_logger`, for library notices that would otherwise print under a cell."""
+import contextlib
 import difflib
+import logging
 from collections.abc import Iterable
 
 
@@ -43,3 +46,18 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> BigModelErro
     close = difflib.get_close_matches(name, choices, n=1) or [c for c in choices if name and c.startswith(name)][:1]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return BigModelError(f"Unknown {kind} '{name}'; choose one of: {', '.join(choices)}{hint}.")
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str, level: int = logging.ERROR):
+    """Raise logger `name` to `level` for the block: a library's notice is not something the user did wrong.
+
+    Example: ``with quiet_logger("torch._subclasses.fake_tensor", logging.CRITICAL): ...``
+    """
+    log = logging.getLogger(name)
+    saved = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(saved)

@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map_only
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..core.device import DeviceInfo, detect_devices, resolve_device
-from ..core.errors import BigModelError
+from ..core.errors import BigModelError, quiet_logger
 
 # torch's FLOP counter knows the CUDA attention kernels but not the CPU one (it would count 0).
 _EXTRA_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
@@ -108,7 +108,8 @@ def _one_pass(model, modules, spec: Input, repeats: int, device, on_meta: bool) 
 
     handles = [m.register_forward_hook(record(n)) for n, m in modules]
     try:
-        with fake or contextlib.nullcontext(), _quiet_fake_tensor_log():
+        # FakeTensorMode logs a traceback for an operator that fails; the error raised already says it all
+        with fake or contextlib.nullcontext(), quiet_logger("torch._subclasses.fake_tensor", logging.CRITICAL):
             # Weights saved for backward are already counted as weights; keep these alive so storages stay unique.
             state = _fake_state(model, fake, device) if fake else None
             weights = list(state.values()) if fake else _tensors(model)
@@ -175,18 +176,6 @@ def _training_loss(output):
         logits = out.reshape(-1, out.shape[-1])
         return F.cross_entropy(logits, torch.randint(out.shape[-1], (logits.shape[0],), device=out.device))
     return out.float().pow(2).mean()
-
-
-@contextlib.contextmanager
-def _quiet_fake_tensor_log():
-    """FakeTensorMode logs a traceback for an operator that fails; the error raised already says it all."""
-    log = logging.getLogger("torch._subclasses.fake_tensor")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 @contextlib.contextmanager

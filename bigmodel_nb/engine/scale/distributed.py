@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import socket
 import tempfile
@@ -32,7 +31,7 @@ import torch
 
 from ..core.config import TrainConfig, optimizer_steps, plan
 from ..core.device import amp_choice, resolve_amp
-from ..core.errors import BigModelError, describe_exception
+from ..core.errors import BigModelError, describe_exception, quiet_logger
 from ..core.run import Run
 
 # Bounded waits when a cluster address does not answer (Ray's defaults retry for ~14 minutes).
@@ -79,7 +78,7 @@ def connect(cluster: str | None, timeout: float = 5.0):
                                 "(host:port of the head node, e.g. 10.0.0.5:6379) or leave --cluster out to "
                                 "train on a local cluster.") from None
     try:
-        with _quiet_auth_notice():
+        with quiet_logger(_RAY_AUTH_LOGGER):
             ray.init(address=cluster, log_to_driver=False, include_dashboard=False, ignore_reinit_error=True,
                      configure_logging=False)
     except Exception as exc:
@@ -92,17 +91,6 @@ def connect(cluster: str | None, timeout: float = 5.0):
 # enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out..."): library noise under a notebook cell.
 # Only the notice is silenced; the authentication itself is left as Ray configures it.
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
-@contextlib.contextmanager
-def _quiet_auth_notice():
-    log = logging.getLogger(_RAY_AUTH_LOGGER)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 class DistributedRun(Run):
