@@ -92,7 +92,7 @@ def main():
         """The view's own throttle on a running event loop, as in the kernel. Slider events are due every 10 ms
         of wall time; those that fell due while a redraw ran are read back to back, as the kernel reads its
         queued comm messages."""
-        view.request = Throttle(view.redraw)
+        view.request = Throttle(view.redraw, loop=asyncio.get_running_loop)  # the kernel's loop, stood in for
         before, start, sent_events = view.redraws, time.perf_counter(), 0
         while sent_events < 100:
             due = min(100, int((time.perf_counter() - start) / 0.01) + 1)

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from ..engine.compare.landscapes import KNOB_RANGES, Trajectories
 from ..engine.compare.playground import MAX_STEPS, Playground
 from ..engine.core.errors import BigModelError
-from .display import figure_widget, show_figure, ui_mode
+from .display import figure_widget, in_kernel, show_figure, ui_mode
 from .figures import persist_widget_state
 from .landscape import optimizer_color, surface, trajectory_figure
 from .tables import rows_html, rows_text
@@ -35,12 +35,13 @@ class Throttle:
 
     Each call is scheduled on the kernel's event loop rather than made at once, so the slider messages that
     queued up while the previous redraw ran are all read first and one redraw uses the newest values.
-    Outside an event loop (a script, a test) `fn` runs at once.
+    `loop()` gives that loop, or None (outside a kernel: a script, a test) to run `fn` at once.
     Example: ``redraw = Throttle(view.redraw); slider.observe(lambda _: redraw(), "value")``
     """
 
-    def __init__(self, fn, interval: float = THROTTLE_S):
+    def __init__(self, fn, interval: float = THROTTLE_S, loop=None):
         self.fn, self.interval = fn, interval
+        self.loop = loop or kernel_loop
         self._last = -float("inf")
         self._pending = None
         self.calls = 0
@@ -48,7 +49,7 @@ class Throttle:
     def __call__(self) -> None:
         if self._pending is not None:  # a call is due; it will read the newest values
             return
-        loop = _running_loop()
+        loop = self.loop()
         if loop is None:
             self._run()
             return
@@ -62,10 +63,14 @@ class Throttle:
         self.fn()
 
 
-def _running_loop():
+def kernel_loop():
+    """The kernel's event loop while a comm message is handled, else None. Only in a kernel: elsewhere a running
+    loop may belong to something else (Playwright's sync API keeps one on the main thread) and never run ours."""
+    if not in_kernel():
+        return None
     try:
         return asyncio.get_running_loop()
-    except RuntimeError:  # outside an event loop (a script, a test): no trailing edge to wait for
+    except RuntimeError:
         return None
 
 
@@ -287,8 +292,6 @@ def show_static(pg: Playground) -> None:
     text = f"{pg.function.name}: " + ", ".join(
         f"{n} d={r['distance']:.3g}{' (diverged)' if r['diverged'] else ''}" for n, r in result.results.items())
     show_figure(trajectory_figure(result), text + f" — distance to the {result.distance_to} after the last step")
-    from .display import in_kernel
-
     if in_kernel():
         from IPython.display import display
 

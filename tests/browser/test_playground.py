@@ -42,6 +42,17 @@ def settled(read, timeout=20.0):
     raise AssertionError(f"still changing after {timeout} s")
 
 
+def wait_for(read, ok, timeout=20.0):
+    """`read()` once `ok` of it holds (the page applies the kernel's last redraw a moment later)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if ok(value):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not reached within {timeout} s: {value!r}")
+
+
 def wait_changed(read, before, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,8 +88,9 @@ def test_a_slider_and_a_click_on_the_contour_change_the_paths_and_the_table(lab_
     moved = kernel(page, STATE)
     assert moved["lrs"]["sgd"] > start["lrs"]["sgd"] and moved["lrs"]["momentum"] == start["lrs"]["momentum"]
     assert moved["sgd_end"] != start["sgd_end"]
-    x, y = wait_changed(lambda: plot_sgd_path(page), None)
-    assert abs(x[-1] - moved["sgd_end"][0]) < 1e-5 and abs(y[-1] - moved["sgd_end"][1]) < 1e-5  # float32 on the page
+    end = moved["sgd_end"]
+    wait_for(lambda: plot_sgd_path(page),  # float32 on the page
+             lambda xy: abs(xy[0][-1] - end[0]) < 1e-5 and abs(xy[1][-1] - end[1]) < 1e-5)
     lab_page.screenshot("playground-lr-moved")
 
     # Click the contour at (2, -1): every path starts there.
@@ -94,7 +106,7 @@ def test_a_slider_and_a_click_on_the_contour_change_the_paths_and_the_table(lab_
     clicked = kernel(page, STATE)
     assert abs(clicked["start"][0] - target[0]) < 0.1 and abs(clicked["start"][1] - target[1]) < 0.05
     assert clicked["sgd_start"] == list(clicked["start"])
-    x, y = wait_changed(lambda: plot_sgd_path(page), [x, y])
-    assert abs(x[0] - clicked["start"][0]) < 1e-5 and abs(y[0] - clicked["start"][1]) < 1e-5
+    wait_for(lambda: plot_sgd_path(page),
+             lambda xy: abs(xy[0][0] - clicked["start"][0]) < 1e-5 and abs(xy[1][0] - clicked["start"][1]) < 1e-5)
     lab_page.screenshot("playground-clicked")
     assert not lab_page.errors
