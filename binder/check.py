@@ -156,13 +156,15 @@ def check(args) -> None:
             run([py, "-m", "pip", "install", "--progress-bar", "off", "-r", str(req)],
                 cwd=repo, env=env, capture=True, what="pip install -r binder/requirements.txt")
             say(f"  installed in {time.monotonic() - t:.0f} s")
-            if post_build.exists():
-                say("running binder/postBuild")
-                post_build.chmod(post_build.stat().st_mode | 0o111)  # repo2docker does chmod +x too
-                out = run(["./binder/postBuild"], cwd=repo, env=env, capture=True, what="binder/postBuild")
-                last = [ln for ln in out.splitlines() if ln.startswith("Successfully installed")]
-                say(f"  postBuild: {last[-1] if last else 'done'}")
             stamp.write_text(built_from)
+        # postBuild installs bigmodel_nb from this checkout (not editable), so it runs on a reused venv too:
+        # the venv's dependencies may be the same while the package has changed since it was built.
+        if post_build.exists():
+            say("running binder/postBuild")
+            post_build.chmod(post_build.stat().st_mode | 0o111)  # repo2docker does chmod +x too
+            out = run(["./binder/postBuild"], cwd=repo, env=env, capture=True, what="binder/postBuild")
+            last = [ln for ln in out.splitlines() if ln.startswith("Successfully installed")]
+            say(f"  postBuild: {last[-1] if last else 'done'}")
         if args.build_only:
             say(f"built {venv}; run again with --venv {venv} to check it")
             return
