@@ -184,10 +184,12 @@ class PlaygroundView:
                                    layout=W.Layout(width="220px"))
         # step=None on every float slider: no grid to snap to, so the values given (20, 0.9, a tuned lr) stay
         # exactly what they are until the student moves them
-        self.condition = W.FloatLogSlider(value=s.condition, base=10, min=0, max=3, step=None, description="κ",
+        # Every range holds the value given (a slider clamps what lies outside, which would change the settings)
+        self.condition = W.FloatLogSlider(value=s.condition, base=10, min=0,
+                                          max=max(3.0, np.ceil(np.log10(s.condition))), step=None, description="κ",
                                           readout_format=".3g", layout=W.Layout(width="260px"))
-        self.steps = W.IntSlider(value=s.steps, min=10, max=min(MAX_STEPS, 1000), step=10, description="steps",
-                                 layout=W.Layout(width="300px"))
+        self.steps = W.IntSlider(value=s.steps, min=min(10, s.steps), max=max(min(MAX_STEPS, 1000), s.steps), step=1,
+                                 description="steps", layout=W.Layout(width="300px"))
         self.step = W.IntSlider(value=0, min=0, max=s.steps, description="step", layout=W.Layout(width="420px"))
         self.play = W.Play(value=0, min=0, max=s.steps, step=max(1, s.steps // 100), interval=60, description="play")
         W.jslink((self.play, "value"), (self.step, "value"))  # the browser drives the play; the kernel moves markers
@@ -198,16 +200,19 @@ class PlaygroundView:
         for i, name in enumerate(s.optimizers):
             color = optimizer_color(name, i)
             label = W.HTML(f"<b style='color:{color}'>{name}</b>", layout=W.Layout(width="90px"))
-            lr = W.FloatLogSlider(value=s.lrs[name], base=10, min=-5, max=1, step=None, description="lr",
+            exponent = np.log10(s.lrs[name])
+            lr = W.FloatLogSlider(value=s.lrs[name], base=10, min=min(-5.0, np.floor(exponent)),
+                                  max=max(1.0, np.ceil(exponent)), step=None, description="lr",
                                   readout_format=".3g", layout=W.Layout(width="280px"))
             self.lr[name] = lr
             boxes = [label, lr]
             for key, value in s.options[name].items():
                 lo, hi, log = KNOB_RANGES[key]
+                lo, hi = min(lo, value), max(hi, value)
                 common = dict(description=KNOB_LABELS[key], readout_format=".3g", layout=W.Layout(width="230px"))
-                slider = (W.FloatLogSlider(value=value, base=10, min=np.log10(lo), max=np.log10(hi), step=None,
-                                           **common)
-                          if log else W.FloatSlider(value=min(max(value, lo), hi), min=lo, max=hi, step=None, **common))
+                slider = (W.FloatLogSlider(value=value, base=10, min=np.floor(np.log10(lo)), max=np.ceil(np.log10(hi)),
+                                           step=None, **common)
+                          if log else W.FloatSlider(value=value, min=lo, max=hi, step=None, **common))
                 self.knobs[(name, key)] = slider
                 boxes.append(slider)
             lines.append(W.HBox(boxes))

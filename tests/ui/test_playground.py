@@ -120,3 +120,14 @@ def test_a_kernel_without_a_widget_frontend_stores_the_static_figure(monkeypatch
     path = next(t for t in fig.data if (t.name or "").startswith("adam"))
     np.testing.assert_allclose(np.column_stack([path.x, path.y]), pg.paths["adam"], rtol=1e-6)  # float32 in the JSON
     assert "beale: adam d=" in text
+
+
+def test_values_outside_the_usual_slider_ranges_are_kept_exactly(widget_mode):
+    pg = Playground("quadratic", ["sgd", "adam"], steps=5, lr={"sgd": 2e-7}, condition=5000.0,
+                    options={"adam": {"beta2": 0.99999}})
+    view = PlaygroundView(pg).show()
+    assert view.lr["sgd"].value == 2e-7 and view.steps.value == 5 and view.condition.value == 5000.0
+    assert view.knobs[("adam", "beta2")].value == 0.99999
+    view.lr["adam"].value = 0.05  # a redraw reads every control: the others must read back what was given
+    s = view.pg.settings
+    assert s.lrs["sgd"] == 2e-7 and s.steps == 5 and s.condition == 5000.0 and s.options["adam"]["beta2"] == 0.99999
