@@ -365,7 +365,8 @@ class BigModelMagics(MagicsBase):
     @argument("--steps", type=whole_number, default=300, help="Steps per path (default 300; the slider goes to 1000).")
     @argument("--start", default=None, help="The starting point x,y (or click the contour).")
     @argument("--lr", type=lr_spec, default=None, help="A number for all, or pairs like sgd=0.1,adam=0.05.")
-    @argument("--condition", type=positive_number, default=20.0, help="The quadratic's condition number κ (1–1000).")
+    @argument("--condition", type=positive_number, default=20.0,
+              help="The quadratic's condition number κ, 1 to 10000 (default 20).")
     @argument("--name", type=result_name, default="playground",
               help="Variable that receives the playground (default: playground).")
     @line_magic

@@ -141,8 +141,7 @@ class TrainingDashboard(Callback):
     def on_train_begin(self, run, logs):
         self.epochs = logs["epochs"]
         self.counts = trainable_counts(run.model)
-        self._t_begin = time.perf_counter()
-        self._step_begin = logs["start_step"]
+        self._first_step = None
         for row in run.history:  # a resumed run starts with its earlier curves
             self.series[row.get("split", "train")].add(row)
         if self.mode in ("widget", "static") and self._shown:
@@ -295,7 +294,7 @@ class TrainingDashboard(Callback):
                 parts.append(f"val acc {last_val['accuracy']:.3f}")
         if self.samples_per_s:
             parts.append(self.throughput_text())
-        eta = self.eta() if run.status == "running" else None  # an ended run shows its elapsed time instead
+        eta = self.eta() if run.status == "running" else None  # an ended run has no ETA
         if eta is not None:
             parts.append(f"ETA {fmt_duration(eta)}")
         return " · ".join(parts)

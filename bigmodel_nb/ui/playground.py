@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from ..engine.compare.landscapes import KNOB_RANGES, Trajectories
 from ..engine.compare.playground import MAX_STEPS, Playground
-from ..engine.core.errors import BigModelError
+from ..engine.core.errors import BigModelError, describe_exception
 from .display import figure_widget, in_kernel, show_figure, ui_mode
 from .figures import persist_widget_state
 from .landscape import optimizer_color, surface, trajectory_figure
@@ -230,8 +231,17 @@ class PlaygroundView:
 
     def _on_click(self, trace, points, _state) -> None:
         if points.xs:
-            self.pg.update(start=(points.xs[0], points.ys[0]))
+            try:
+                self.pg.update(start=(points.xs[0], points.ys[0]))
+            except Exception as e:  # runs from the browser's event: nowhere else to say it
+                self._say(e)
+                return
             self._draw(surface_too=False)
+
+    def _say(self, e: Exception) -> None:
+        """An error in a redraw, said under the controls (a kernel callback has no cell to print it in)."""
+        text = str(e) if isinstance(e, BigModelError) else f"This change failed: {describe_exception(e)}"
+        self.message.value = f"<span class='bmnb-error'>{html.escape(text)}</span>"
 
     def _on_step(self, change) -> None:
         with self.fig.batch_update():
@@ -249,8 +259,8 @@ class PlaygroundView:
                            lrs=None if new_function else {n: s.value for n, s in self.lr.items()},
                            options={n: {k: s.value for (o, k), s in self.knobs.items() if o == n}
                                     for n in self.pg.settings.optimizers})
-        except BigModelError as e:  # e.g. settings torch refuses: say so, keep the last paths
-            self.message.value = f"<span class='bmnb-error'>{e}</span>"
+        except Exception as e:  # settings torch refuses, or your own f raising: say so, keep the last paths
+            self._say(e)
             return
         if new_function:  # the new function's own learning rates, shown on the sliders without a second redraw
             for name, slider in self.lr.items():

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from plotly.callbacks import Points
 
+from bigmodel_nb.engine.compare.landscapes import custom_function
 from bigmodel_nb.engine.compare.playground import Playground
+from bigmodel_nb.engine.core.errors import BigModelError
 from bigmodel_nb.ui.playground import PlaygroundView, Throttle, rows
 
 
@@ -131,3 +133,20 @@ def test_values_outside_the_usual_slider_ranges_are_kept_exactly(widget_mode):
     view.lr["adam"].value = 0.05  # a redraw reads every control: the others must read back what was given
     s = view.pg.settings
     assert s.lrs["sgd"] == 2e-7 and s.steps == 5 and s.condition == 5000.0 and s.options["adam"]["beta2"] == 0.99999
+
+
+def test_your_function_raising_on_a_new_start_is_said_under_the_controls(widget_mode):
+    def picky(x, y):
+        if bool((x > 1).any()):
+            raise ValueError("x must stay at most 1")
+        return x ** 2 + y ** 2
+
+    with pytest.raises(BigModelError, match="Your function raised ValueError on the plot's grid"):
+        Playground(picky, ["sgd"])  # the default bounds reach x = 2
+    fn = custom_function(picky, bounds=((-1, 1), (-1, 1)), start=(-1.0, 1.0))
+    view = PlaygroundView(Playground(fn, ["sgd"], steps=20)).show()
+    before = view.pg.paths["sgd"].copy()
+    view._on_click(view.fig.data[0], Points([0], [1.5], [0.0], "f", 0), None)
+    assert "This change failed: ValueError in picky" in view.message.value  # names your function and its line
+    assert view.message.value.endswith("x must stay at most 1</span>")
+    np.testing.assert_array_equal(view.pg.paths["sgd"], before)

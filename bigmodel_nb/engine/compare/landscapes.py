@@ -193,16 +193,21 @@ def custom_function(f: Callable, *, bounds=((-2.0, 2.0), (-2.0, 2.0)), start=Non
                             "no gradient; use torch functions (torch.sin, torch.exp, ...) rather than math or numpy.")
     try:  # elementwise functions evaluate many points in one call: the grid, and every optimizer at once
         many = f_xy(probe)
+        alone = torch.stack([f_xy(probe[:, i]).reshape(()) for i in range(3)])  # each point on its own
         elementwise = (isinstance(many, torch.Tensor) and many.shape == (3,)
-                       and torch.allclose(many[0], one.reshape(()), equal_nan=True))
+                       and torch.allclose(many, alone, equal_nan=True))
     except Exception:
         elementwise = False
     fn = TestFunction(label, f_xy, [], start, ((x0, x1), (y0, y1)), CUSTOM_LRS, "your own function",
                       elementwise=elementwise)
     xs, ys = torch.linspace(x0, x1, grid, dtype=torch.float64), torch.linspace(y0, y1, grid, dtype=torch.float64)
     X, Y = torch.meshgrid(xs, ys, indexing="xy")
-    with torch.no_grad():
-        z = fn.values(torch.stack([X, Y])).nan_to_num(nan=math.inf)
+    try:
+        with torch.no_grad():
+            z = fn.values(torch.stack([X, Y])).nan_to_num(nan=math.inf)
+    except Exception as e:
+        raise BigModelError(f"Your function raised {type(e).__name__} on the plot's grid over {bounds}: {e}. It must "
+                            "work everywhere in bounds=((xmin, xmax), (ymin, ymax)); pass smaller bounds.") from None
     k = int(torch.argmin(z))
     lowest = (float(X.flatten()[k]), float(Y.flatten()[k]))
     log_scale = bool(torch.isfinite(z).all()) and float(z.min()) >= 0 and float(z.max()) > 100 * (float(z.min()) + 1)
@@ -257,6 +262,23 @@ def _valid(key: str, value: float) -> bool:
     if key == "weight_decay":
         return value >= 0
     return 0 <= value < 1
+
+
+def check_options(options, names) -> dict[str, dict]:
+    """`options` as {optimizer: {knob: value}} for the optimizers in `names`, or one sentence saying what is wrong.
+
+    Example: ``check_options({"momentum": {"momentum": 0.5}}, ["sgd", "momentum"])``
+    """
+    example = 'e.g. {"momentum": {"momentum": 0.5}}'
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(v, dict) or v is None for v in options.values()):
+        raise BigModelError(f"options maps an optimizer to a dict of its settings, {example}; got {options!r}.")
+    for name in options:
+        if name not in names:
+            raise BigModelError(f"options names '{name}', which is not among the optimizers "
+                                f"({', '.join(names)}).")
+    return {name: dict(value or {}) for name, value in options.items()}
 
 
 def optimizer_kwargs(name: str, options: dict | None) -> dict:
@@ -402,7 +424,8 @@ def trajectories(function, optimizers=("sgd", "momentum", "rmsprop", "adam"), *,
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BigModelError(f"--steps must be a positive whole number; got {steps!r}.")
     start = fn.start if start is None else parse_start(start)
-    options = {o: dict((options or {}).get(o) or {}) for o in names}
+    given = check_options(options, names)
+    options = {o: given.get(o, {}) for o in names}
     lrs = {o: _lr_for(o, fn, lr) for o in names}
     kwargs = {o: optimizer_kwargs(o, options[o]) for o in names}
     points = _run_all(fn, names, start, lrs, kwargs, int(steps))

@@ -157,7 +157,7 @@ class OptimizerComparison:
         t0 = time.perf_counter()
         history, extra = (self._together if mode == "together" else self._sequential)(init)
         wall = time.perf_counter() - t0
-        results = self._results(history, extra, wall, mode)
+        results = self._results(history, extra, mode)
         if mode == "together":
             notes.append(f"{len(self.names)} copies trained together in {wall:.2f} s (one batched step for all, "
                          "so no time per optimizer)")
@@ -298,7 +298,7 @@ class OptimizerComparison:
         for row in rows:
             self.callbacks.emit("on_step_end" if row["split"] == "train" else "on_eval_end", self, dict(row))
 
-    def _results(self, history, extra, wall, mode) -> dict[str, dict]:
+    def _results(self, history, extra, mode) -> dict[str, dict]:
         results = {}
         for name in self.names:
             train = [r for r in history if r["optimizer"] == name and r["split"] == "train"]

@@ -7,14 +7,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..core.errors import BigModelError, unknown_choice
 from .landscapes import (
     FUNCTIONS,
     KNOBS,
     TestFunction,
     Trajectories,
+    check_options,
     custom_function,
     parse_start,
+    quadratic_function,
     test_function,
     trajectories,
 )
@@ -55,9 +59,14 @@ class Playground:
         elif callable(function) and not isinstance(function, (str, TestFunction)):
             self.custom = custom_function(function)
         if self.custom is not None:
+            if self.custom.name.lower() in FUNCTIONS:  # `def beale(x, y)` must not hide the built-in beale
+                self.custom = dataclasses.replace(self.custom, name=f"{self.custom.name} (yours)")
             function = self.custom.name
         elif isinstance(function, TestFunction):
             function = function.name
+        else:
+            function = str(function).strip().lower()
+        condition = _condition(condition)
         names = optimizers.split(",") if isinstance(optimizers, str) else list(optimizers)
         names = tuple(dict.fromkeys(str(o).strip().lower() for o in names if str(o).strip()))
         # One run validates names, steps, start, lr and options and gives the function's defaults.
@@ -101,10 +110,12 @@ class Playground:
         Example: ``pg.update(options={"momentum": {"momentum": 0.5}})``
         """
         s = self.settings
-        new_function = function is not None and function != s.function
         if function is not None and function not in self.functions:
-            raise unknown_choice("test function", function, self.functions)
-        condition = s.condition if condition is None else float(condition)
+            function = str(function).strip().lower()  # the built-ins by any case; yours by its exact name
+            if function not in self.functions:
+                raise unknown_choice("test function", function, self.functions)
+        new_function = function is not None and function != s.function
+        condition = s.condition if condition is None else _condition(condition)
         spec = self._spec(function or s.function, condition)
         if new_function:
             base_lrs = {o: spec.lrs.get(o, s.lrs[o]) for o in s.optimizers}
@@ -112,7 +123,8 @@ class Playground:
         else:
             base_lrs, base_start = s.lrs, s.start
         merged_lrs = {**base_lrs, **(lrs or {})}
-        merged_options = {o: {**s.options[o], **((options or {}).get(o) or {})} for o in s.optimizers}
+        options = check_options(options, s.optimizers)
+        merged_options = {o: {**s.options[o], **options.get(o, {})} for o in s.optimizers}
         steps = _steps(s.steps if steps is None else steps)
         result = trajectories(spec, s.optimizers, steps=steps,
                               start=base_start if start is None else parse_start(start), lr=merged_lrs,
@@ -134,9 +146,15 @@ class Playground:
 
 
 def _steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= MAX_STEPS:
         raise BigModelError(f"--steps must be a whole number from 1 to {MAX_STEPS}; got {steps!r}.")
-    return steps
+    return int(steps)
+
+
+def _condition(condition) -> float:
+    """κ, checked whatever the function (the dropdown may switch to the quadratic later)."""
+    quadratic_function(condition)  # the one sentence for a bad κ
+    return float(condition)
 
 
 def _filled(results: dict, options: dict) -> dict[str, dict[str, float]]:

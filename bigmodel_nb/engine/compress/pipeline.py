@@ -305,7 +305,13 @@ def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, ex
             record(step.label(), report.stages[-1]["real"],  # training changes no storage: the status carries on
                    f"{run.epoch} epoch{'s' if run.epoch != 1 else ''} of ordinary training{_stopped(run)}{kept}")
         elif isinstance(step, Distill):
-            alone = copy.deepcopy(step.student) if baseline else None  # the same initial weights, before training
+            alone = None
+            if baseline:  # the same initial weights, copied before the student trains
+                try:
+                    alone = copy.deepcopy(step.student)
+                except Exception as e:
+                    raise BigModelError(f"The student cannot be copied to train the baseline beside it "
+                                        f"({type(e).__name__}: {e}); pass --no-baseline (baseline=False).") from None
             student = step.student if inplace else copy.deepcopy(step.student)
             t = step.temperature if step.temperature is not None else temperature
             a = step.alpha if step.alpha is not None else alpha
@@ -315,6 +321,10 @@ def compress(model: nn.Module, data=None, *, steps=(), inplace: bool = False, ex
             run = _train(report, step, Distiller(student, state.runner, t, a), bundle, config, callbacks, trainer)
             teacher_params, student_params = count_weights(state.model)[0], count_weights(student)[0]
             alone_run = None
+            if alone is not None and run.status == "stopped":  # the same budget is no longer known: no verdict
+                report.notes.append(f"{step.label()}: stopped, so the student was not also trained alone for a "
+                                    "baseline (it would not have had the same budget)")
+                alone = None
             if alone is not None:
                 alone_config = TrainConfig(epochs=config.epochs, **budget)
                 alone_run = _train(report, _Baseline(step), alone, bundle, alone_config, callbacks, trainer)

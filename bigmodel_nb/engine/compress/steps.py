@@ -74,7 +74,7 @@ def prune_unstructured(model: nn.Module, ratio: float, scope: str = "layer", ign
     # that is 8 bytes per kept weight against 4 dense: smaller only when under half of them are kept.
     csr = sum(int(mask.sum()) * (m.weight.element_size() + 4) + 4 * (mask.shape[0] + 1) for m, mask in masks)
     dense = sum(mask.numel() * m.weight.element_size() for m, mask in masks)
-    size = m.weight.element_size()
+    size = dense / total  # bytes per dense weight, over all the pruned layers
     even = size / (size + 4)  # the density below which CSR is smaller (int32 indices)
     even64 = size / (size + 8)  # with int64 indices, PyTorch's default for sparse CSR tensors
     verdict = "smaller than dense" if csr < dense else "no smaller than dense"

@@ -146,3 +146,31 @@ def test_knobs_are_torch_defaults():
         for key, value in knobs.items():
             torch_value = group["betas"][0 if key == "beta1" else 1] if key.startswith("beta") else group[key]
             assert torch_value == value, (name, key)
+
+
+def test_names_in_any_case_your_function_beside_a_built_in_of_its_name_and_bad_options():
+    pg = Playground("Quadratic", ["sgd"], condition=100.0)
+    assert pg.function.formula == "½(x² + 100y²)" and pg.settings.condition == 100.0
+    pg.update(function="SADDLE")
+    assert pg.settings.function == "saddle"
+
+    def beale(x, y):
+        return x ** 2 + y ** 2
+
+    mine = Playground(beale, ["sgd"])
+    assert mine.settings.function == "beale (yours)" and mine.functions.count("beale") == 1
+    mine.update(function="beale")
+    assert mine.function is FUNCTIONS["beale"]  # the built-in is still there
+
+    with pytest.raises(BigModelError, match="options maps an optimizer to a dict of its settings"):
+        trajectories("beale", ["momentum"], options={"momentum": 0.5})
+    with pytest.raises(BigModelError, match="options names 'momentun', which is not among the optimizers"):
+        Playground("beale", ["momentum"], options={"momentun": {"momentum": 0.5}})
+    with pytest.raises(BigModelError, match="condition number must be a number from 1 to 10000"):
+        Playground("rosenbrock", ["sgd"], condition="abc")
+    assert Playground("rosenbrock", ["sgd"], steps=np.int64(50)).settings.steps == 50
+
+
+def test_a_function_that_mixes_points_is_not_taken_for_elementwise():
+    mixed = custom_function(lambda x, y: torch.cumsum(x ** 2 + y ** 2, 0))
+    assert not mixed.elementwise
