@@ -204,14 +204,9 @@ def compare_optimizers(model, data=None, optimizers=("sgd", "momentum", "rmsprop
 
 
 def _trajectories(function: str, names: list[str], *, start, steps, lr, show: bool):
-    from .engine.compare.landscapes import parse_start, trajectories
-    from .engine.compare.optimizers import parse_lrs
+    from .engine.compare.landscapes import trajectories
 
-    if isinstance(lr, str) and lr.strip() == "auto":
-        raise BigModelError("--lr auto applies to model comparisons; with --function give numbers or leave it out.")
-    start = parse_start(start) if isinstance(start, str) else start
-    result = trajectories(function, names, steps=steps or 200, start=start,
-                          lr=None if lr is None else parse_lrs(lr, names))
+    result = trajectories(function, names, steps=steps or 200, start=start, lr=lr)
     if show:
         from .ui.display import show_figure
         from .ui.landscape import trajectory_figure
@@ -233,17 +228,9 @@ def optimizer_playground(function="rosenbrock", optimizers=("sgd", "momentum", "
 
     Example: ``pg = bigmodel_nb.optimizer_playground("saddle", ["sgd", "momentum", "adam"])``
     """
-    from .engine.compare.optimizers import parse_lrs
     from .engine.compare.playground import Playground
 
-    names = [o.strip() for o in optimizers.split(",")] if isinstance(optimizers, str) else list(optimizers)
-    if isinstance(lr, str):
-        if lr.strip() == "auto":
-            raise BigModelError("--lr auto applies to model comparisons; in the playground give numbers (or move "
-                                "the sliders).")
-        named = {part.split("=")[0].strip() for part in lr.split(",")} if "=" in lr else set(names)
-        lr = {k: v for k, v in parse_lrs(lr, names).items() if k in named}  # the others: the function's own
-    pg = Playground(function, names, steps=steps, start=start, lr=lr, options=options, condition=condition)
+    pg = Playground(function, optimizers, steps=steps, start=start, lr=lr, options=options, condition=condition)
     if show:
         from .ui.playground import PlaygroundView
 
@@ -399,6 +386,11 @@ def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss
             builder = getattr(build, "__name__", "build")
             raise BigModelError(f"'{name}' is neither a training option nor an argument of {builder}(); add it to "
                                 f"its parameters, or use one of: {', '.join(CONFIG_FIELDS)}.")
+    if cluster is not None and workers is None:
+        raise BigModelError("cluster= goes with workers=N (the trials then run on that Ray cluster); add workers= "
+                            "or drop cluster=.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise BigModelError(f"workers must be a whole number ≥ 1, not {workers!r}.")
     if workers is not None:  # on Ray Tune: each trial trains a core Run on its worker (no dashboard there)
         unknown = [k for k in options if k not in CONFIG_FIELDS]
         if unknown:

@@ -253,6 +253,9 @@ class BigModelMagics(MagicsBase):
         if args.workers is not None:
             self.shell.user_ns[args.name] = self._sweep_on_ray(cell, fixed, searched, variables, args)
             return None
+        if args.cluster is not None:
+            raise UsageError("--cluster goes with --workers N (the trials then run on that Ray cluster); add "
+                             "--workers or drop --cluster.")
 
         def train_trial(params, callbacks, name, quiet):
             values = {**fixed, **params}
@@ -274,6 +277,8 @@ class BigModelMagics(MagicsBase):
         from .api import sweep_on_ray
         from .engine.scale.distributed import connect
 
+        if args.workers < 1:  # before Ray starts
+            raise UsageError(f"--workers must be a whole number ≥ 1, not {args.workers}.")
         connect(args.cluster)
         snapshot, metric, seed = namespace_snapshot(self.shell.user_ns), args.metric, args.seed
 

@@ -166,6 +166,10 @@ def test_compare_optimizers_on_a_test_function(ip, capsys):
         ip.run_line_magic("compare_optimizers", "--function rosenbrok")
     with pytest.raises(UsageError, match="--start must be two numbers"):
         ip.run_line_magic("compare_optimizers", "--function rosenbrock --start 1")
+    ip.run_line_magic("compare_optimizers", "--function rosenbrock --optimizers sgd,adam --lr sgd=5e-4 --name traj")
+    from bigmodel_nb.engine.compare.landscapes import FUNCTIONS
+
+    assert ip.user_ns.pop("traj").lrs == {"sgd": 5e-4, "adam": FUNCTIONS["rosenbrock"].lrs["adam"]}  # not torch's 1e-3
 
 
 def test_optimizer_playground_takes_flags_or_your_own_function_and_keeps_the_settings(ip, capsys):
@@ -174,7 +178,9 @@ def test_optimizer_playground_takes_flags_or_your_own_function_and_keeps_the_set
     ip.run_line_magic("optimizer_playground", "--function saddle --optimizers sgd,momentum --steps 80 --lr sgd=0.02")
     pg = ip.user_ns.pop("playground")
     assert pg.settings.function == "saddle" and pg.settings.lrs["sgd"] == 0.02 and len(pg.paths["sgd"]) == 81
-    assert pg.settings.lrs["momentum"] == 5e-3  # not named: the saddle's own rate
+    from bigmodel_nb.engine.compare.landscapes import FUNCTIONS
+
+    assert pg.settings.lrs["momentum"] == FUNCTIONS["saddle"].lrs["momentum"]  # not named: the saddle's own rate
     assert "saddle: sgd d=" in capsys.readouterr().out  # no widget frontend here: the static figure and its line
     same = ip.run_line_magic("compare_optimizers", "--function saddle --optimizers sgd,momentum --steps 80 "
                                                    "--lr sgd=0.02,momentum=5e-3 --name traj")
@@ -269,6 +275,9 @@ def test_sweep_searches_train_flags_and_cell_variables(ip, capsys):
     ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 'oops", r"Unbalanced ' in the line"),
     ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 stray", r"Unexpected 'stray' in the %%sweep line"),
     ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --lr 1", r"--lr is given twice"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --cluster 10.0.0.5:6379",
+     r"--cluster goes with --workers N"),
+    ("--trials 2 --data digits --lr 1e-3..1e-2 --hidden 16 --workers 0", r"--workers must be a whole number ≥ 1"),
 ])
 def test_bad_sweep_lines_are_one_sentence_before_any_trial(ip, line, message):
     with pytest.raises(UsageError, match=message):

@@ -25,7 +25,7 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 
-TOTAL_BUDGET = 3_500_000  # bytes, all notebooks together (2.56 MB before images, 2.41 MB with them, 2026-12)
+TOTAL_BUDGET = 3_500_000  # bytes, all notebooks together (the 9 tutorials: 2.8 MB, 2026-12-02)
 NOTEBOOK_BUDGET = 1_500_000  # bytes, any one notebook
 IMAGE_BUDGET = 150_000  # bytes, one stored PNG (800 px wide palette PNGs are 5-30 kB)
 MAX_SPEEDUP = 20.0  # a stored "N× faster" above this is a measuring mistake on these small CPU models

@@ -93,7 +93,8 @@ print(f"int8: {q.numel()} bytes instead of {wide.numel() * 4} (+1 scale), codes 
 assert error <= scale / 2 + 1e-7 and q.abs().max() <= 127
 
 with torch.no_grad():                                # writing the result back is what changes the model
-    model_src.weight.copy_(quantize_int8(model_src.weight)[0].float() * quantize_int8(model_src.weight)[1])
+    codes, s = quantize_int8(model_src.weight)
+    model_src.weight.copy_(codes.float() * s)
 assert not torch.equal(model_src.weight, before)"""),
     md(r"""The sources' **distillation** code has four mistakes: it never uses the teacher's output (the
 student learns from the labels only, so nothing is distilled); it hands the **teacher's** parameters

@@ -2,6 +2,8 @@
 the whole sweep after the running step, keeping the finished trials and the study."""
 import time
 
+import pytest
+
 CELL = "model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))"
 
 
@@ -25,6 +27,8 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
         if total >= 2000 and steps > 5:
             break
         time.sleep(0.5)
+    else:
+        pytest.fail(f"no trial of ≥ 2000 steps was training within 120 s (last: {status!r})")
     lab_page.screenshot("sweep-running")
     assert "sweep" in status
     page.locator("button.bmnb-stop").first.click()

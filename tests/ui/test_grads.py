@@ -95,9 +95,10 @@ def test_live_panel_receives_data_while_the_run_trains(widget_mode, mlp, slow):
     while not dash.recorder.steps and time.monotonic() < deadline:
         time.sleep(0.02)
     assert run.alive
-    while time.monotonic() < deadline:  # the dashboard's own render thread may be drawing this very batch
+    redraw_deadline = time.monotonic() + 10
+    while True:  # the dashboard's own render thread may be drawing this very batch
         dash.render()
-        if np.asarray(dash.grad_panel.figure.data[0].z).ndim == 2:
+        if np.asarray(dash.grad_panel.figure.data[0].z).ndim == 2 or time.monotonic() > redraw_deadline:
             break
         time.sleep(0.02)
     heatmap, bars = dash.grad_panel.figure.data

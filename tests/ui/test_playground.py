@@ -1,7 +1,9 @@
 """The playground's widgets: a slider, the function dropdown or a click on the contour recompute every path
 and redraw in one figure update; drags are throttled to a redraw per interval plus one with the last value."""
 import asyncio
+import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,13 +30,14 @@ def widget_paths(v):
 
 def test_a_slider_recomputes_the_paths_and_redraws_figure_and_table(view):
     sent = []
-    view.fig._send_update_msg = lambda *a, **k: sent.append(a)  # count what would go to the browser
+    for kind in ("update", "restyle", "relayout", "addTraces", "animate"):  # everything that would reach the browser
+        setattr(view.fig, f"_send_{kind}_msg", lambda *a, kind=kind, **k: sent.append(kind))
     table = view.table.value
     view.lr["sgd"].value = 2e-3
     assert view.pg.settings.lrs["sgd"] == pytest.approx(2e-3)
     np.testing.assert_allclose(widget_paths(view)["sgd"], view.pg.paths["sgd"])
     assert view.table.value != table and f"{view.pg.results['sgd']['distance']:.4g}" in view.table.value
-    assert len(sent) == 1  # one batched update for every trace the change touched
+    assert sent == ["update"]  # one batched update for every trace the change touched, nothing else
 
     view.knobs[("momentum", "momentum")].value = 0.5
     assert view.pg.settings.options["momentum"]["momentum"] == 0.5
@@ -85,19 +88,22 @@ def test_a_drag_is_throttled_to_one_redraw_per_interval_and_ends_on_the_last_val
 
     async def drag():
         throttle = Throttle(lambda: calls.append(value[0]), interval=0.05, loop=asyncio.get_running_loop)
-        for i in range(40):  # 40 slider events 5 ms apart: 0.2 s of dragging
+        started = time.perf_counter()
+        for i in range(40):  # 40 slider events ~5 ms apart (longer on a busy machine)
             value[0] = i
             throttle()
             await asyncio.sleep(0.005)
+        elapsed[0] = time.perf_counter() - started
         await asyncio.sleep(0.1)
 
-    value = [None]
+    value, elapsed = [None], [0.0]
     # A thread of its own: a session that ran the browser tests keeps Playwright's loop on this one
     worker = threading.Thread(target=lambda: asyncio.run(drag()))
     worker.start()
     worker.join()
     assert calls[0] == 0 and calls[-1] == 39  # the first change at once, the last one always
-    assert 3 <= len(calls) <= 8  # not 40
+    # at most one call per 50 ms of the drag, plus the first and the trailing one; never one per event
+    assert 2 <= len(calls) <= math.ceil(elapsed[0] / 0.05) + 2 and len(calls) < 40
 
 
 def test_without_widgets_the_same_call_shows_the_static_figure_of_the_settings(monkeypatch, capsys):

@@ -344,6 +344,24 @@ def parse_start(text) -> tuple[float, float]:
     return x, y
 
 
+def path_lrs(spec, names: list[str]):
+    """--lr for 2-D paths: None, one number, a dict, or text "0.1" / "sgd=0.1,adam=0.05"; the optimizers the text
+    does not name keep the function's own rate (not `torch.optim`'s default, which suits networks, not these).
+
+    Example: ``path_lrs("sgd=0.1", ["sgd", "adam"]) == {"sgd": 0.1}``
+    """
+    if not isinstance(spec, str):
+        return spec
+    from .optimizers import parse_lrs
+
+    text = spec.strip()
+    if text == "auto":
+        raise BigModelError("--lr auto applies to model comparisons; on a 2-D function give numbers, or leave it "
+                            "out for the function's own rates.")
+    named = {part.split("=")[0].strip() for part in text.split(",")} if "=" in text else set(names)
+    return {k: v for k, v in parse_lrs(text, names).items() if k in named}
+
+
 def _lr_for(name: str, fn: TestFunction, lr) -> float:
     if isinstance(lr, dict):
         lr = lr.get(name)
@@ -408,8 +426,8 @@ def trajectories(function, optimizers=("sgd", "momentum", "rmsprop", "adam"), *,
     """Run each optimizer from the same start on a 2-D test function with the real `torch.optim` classes.
 
     `function`: a name, a `TestFunction` or a callable ``f(x, y)``. `lr` is None (per-function defaults), one
-    number for all, or a dict optimizer -> lr; `options` maps an optimizer to its other settings (`KNOBS`), e.g.
-    ``{"momentum": {"momentum": 0.5}}``; `condition` is the quadratic's condition number.
+    number for all, a dict optimizer -> lr, or text as `path_lrs` reads it; `options` maps an optimizer to its
+    other settings (`KNOBS`), e.g. ``{"momentum": {"momentum": 0.5}}``; `condition` is the quadratic's κ.
     Example: ``trajectories("rosenbrock", ["sgd", "adam"], steps=300, start="-1,2")``
     """
     fn = test_function(function, condition)
@@ -424,6 +442,7 @@ def trajectories(function, optimizers=("sgd", "momentum", "rmsprop", "adam"), *,
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise BigModelError(f"--steps must be a positive whole number; got {steps!r}.")
     start = fn.start if start is None else parse_start(start)
+    lr = path_lrs(lr, names)
     given = check_options(options, names)
     options = {o: given.get(o, {}) for o in names}
     lrs = {o: _lr_for(o, fn, lr) for o in names}

@@ -8,6 +8,7 @@ validation; the rows stream back to the notebook as they arrive.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,22 +24,25 @@ from .study import PRUNERS, Sweep
 class TuneReporter(Callback):
     """On the worker: each validation row goes to Ray Tune (which may stop the trial there)."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, direction: str = "minimize"):
         self.key = key
+        self.worst = math.inf if direction == "minimize" else -math.inf  # a missing or NaN value never looks best
+
+    def _value(self, value):
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else self.worst
 
     def on_eval_end(self, run, logs):
         from ray import tune
 
-        value = logs.get(self.key)
-        tune.report({"value": value if value is not None and math.isfinite(value) else math.inf,
+        tune.report({"value": self._value(logs.get(self.key)),
                      "row": {k: v for k, v in logs.items() if isinstance(v, (int, float, str))}, "finished": False})
 
     def on_train_end(self, run, logs):
         from ray import tune
 
         best = run.best or {}
-        tune.report({"value": best.get(self.key, math.inf), "row": None, "finished": True, "status": run.status,
-                     "steps": run.step})
+        tune.report({"value": self._value(best.get(self.key)), "row": None, "finished": True, "status": run.status,
+                     "error": run.error, "steps": run.step})
 
 
 class _Stream:
@@ -73,7 +77,10 @@ class _Stream:
 
     def finished(self, trial, error: bool = False) -> None:
         last = self.last.get(trial.trial_id, {})
-        state = "fail" if error else "complete" if last.get("finished") else "pruned"
+        # A trial that raised on its worker still ends its run (status "failed"): not a completed trial
+        status = last.get("status") if last.get("finished") else None
+        state = ("fail" if error or status == "failed" else "stopped" if status == "stopped"
+                 else "complete" if last.get("finished") else "pruned")
         vals = [r for r in self.rows.get(trial.trial_id, []) if r.get("split") == "val"]
         number = len(self.result.trials)  # the last report: the best value when finished, else the last validation's
         row = {"number": number, **{k: trial.config.get(k) for k in self.space}, "value": last.get("value"),
@@ -82,6 +89,8 @@ class _Stream:
                "time_s": round(last.get("time_total_s") or 0.0, 3),  # the trial's own time, as Tune counts it
                "run": f"trial_{number}", "history": self.rows.get(trial.trial_id, [])}
         self.result.trials.append(row)
+        if last.get("error"):
+            self.result.notes.append(f"trial {number} failed: {last['error']}")
         done = [t for t in self.result.trials if t["state"] == "complete" and _finite(t["value"])]
         if done:
             best = (min if self.result.direction == "minimize" else max)(done, key=lambda t: t["value"])
@@ -112,8 +121,6 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
         from ..core.errors import unknown_choice
 
         raise unknown_choice("--prune", prune, PRUNERS)
-    import os
-
     # Tune's progress tables: the view reports the trials instead (its result files, which it reads back, stay)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect(cluster)
@@ -132,10 +139,8 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
     scheduler = FIFOScheduler() if prune == "none" else ASHAScheduler(metric="value", mode=mode, grace_period=1)
     result = Sweep(trials=[], best=None, study=None, metric=metric, direction=direction)
     stream = _Stream(result, space, on_trial)
-    reporter_key = key
-
     def trainable(config):
-        train_on_worker(dict(config), [TuneReporter(reporter_key)])
+        train_on_worker(dict(config), [TuneReporter(key, direction)])
 
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),

@@ -10,6 +10,7 @@ import ray  # noqa: E402
 from ray import cloudpickle  # noqa: E402
 
 from bigmodel_nb.api import sweep  # noqa: E402
+from bigmodel_nb.engine import BigModelError  # noqa: E402
 from bigmodel_nb.engine.tracking import collect  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
@@ -27,10 +28,8 @@ def local_cluster():
 
 
 def test_two_workers_finish_a_small_sweep_with_rows_streamed_live():
-    seen = []
     result = sweep(build, "digits", {"lr": "1e-3..1e-1:log", "hidden": [16, 64]}, trials=4, epochs=2, workers=2,
                    seed=0, show=False)
-    seen.append(result.rows_streamed)
     assert len(result.trials) == 4 and {t["state"] for t in result.trials} <= {"complete", "pruned"}
     assert result.rows_streamed >= 4  # every validation row came back from the workers
     finished = [t for t in result.trials if t["state"] == "complete"]
@@ -51,3 +50,30 @@ def test_the_magic_runs_the_cell_body_on_the_workers(shell, monkeypatch):
     result = shell.user_ns.pop("sweep")
     assert len(result.trials) == 2 and all(t["hidden"] in (16, 32) for t in result.trials)
     assert result.rows_streamed >= 2 and result.best is not None
+
+
+def test_a_trial_that_failed_on_its_worker_is_a_failed_trial_with_its_reason():
+    from types import SimpleNamespace
+
+    from bigmodel_nb.engine.sweep.ray_tune import TuneReporter, _Stream
+    from bigmodel_nb.engine.sweep.study import Sweep
+
+    result = Sweep(trials=[], best=None, study=None, metric="val_accuracy", direction="maximize")
+    stream = _Stream(result, {"lr": None}, None)
+    trial = SimpleNamespace(trial_id="t0", config={"lr": 0.1})
+    stream.received(trial, {"value": -float("inf"), "row": None, "finished": True, "status": "failed",
+                            "error": "RuntimeError in forward: boom", "steps": 3})
+    stream.finished(trial)
+    assert result.trials[0]["state"] == "fail" and result.best is None
+    assert result.notes == ["trial 0 failed: RuntimeError in forward: boom"]
+    # a missing or NaN value is the worst for the metric's direction, so the searcher never takes it for the best
+    assert TuneReporter("accuracy", "maximize")._value(float("nan")) == -float("inf")
+    assert TuneReporter("loss", "minimize")._value(None) == float("inf")
+
+
+def test_workers_and_cluster_are_checked_before_anything_starts():
+    space = {"lr": "1e-3..1e-1:log"}
+    with pytest.raises(BigModelError, match="cluster= goes with workers=N"):
+        sweep(build, "digits", space, trials=2, cluster="10.0.0.5:6379", show=False)
+    with pytest.raises(BigModelError, match="workers must be a whole number ≥ 1, not 0"):
+        sweep(build, "digits", space, trials=2, workers=0, show=False)
