@@ -56,9 +56,10 @@ def batch_len(batch) -> int:
 
 def take(batch, index):
     """Rows `index` (a slice or index tensor) of a batch, pair or dict alike. Example: ``take((x, y), slice(0, 8))``"""
+    pick = (lambda t: t[index]) if isinstance(index, slice) else (lambda t: t.index_select(0, index))
     if isinstance(batch, Mapping):
-        return {k: v[index] if torch.is_tensor(v) else v for k, v in batch.items()}
-    return tuple(t[index] for t in batch)
+        return {k: pick(v) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return tuple(pick(t) for t in batch)
 
 
 def first_input(batch) -> torch.Tensor:
@@ -170,8 +171,9 @@ class Split:
                 for i in range(skip * bs, n, bs):
                     yield X[i:i + bs], y[i:i + bs]
                 return
-            for idx in order[skip * bs:].split(bs) if skip * bs < n else ():  # one slice of the order per batch
-                yield X[idx], y[idx]
+            # One slice of the order per batch; index_select is the gather of X[idx] at half its cost.
+            for idx in order[skip * bs:].split(bs) if skip * bs < n else ():
+                yield X.index_select(0, idx), y.index_select(0, idx)
             return
         indices = (order if order is not None else torch.arange(n))[skip * bs:].tolist()
         pin = device.type == "cuda"  # pinned host memory lets the copy overlap the compute

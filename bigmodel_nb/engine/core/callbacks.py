@@ -53,15 +53,19 @@ class CallbackList:
 
     def __init__(self, callbacks: Iterable[Callback] = ()):
         self.callbacks: list[Callback] = list(callbacks)
+        self._wants: dict[str, bool] = {}  # per hook: does some callback implement it (cleared on change)
 
     def append(self, callback: Callback) -> None:
         self.callbacks.append(callback)
+        self._wants.clear()
 
     def extend(self, callbacks: Iterable[Callback]) -> None:
         self.callbacks.extend(callbacks)
+        self._wants.clear()
 
     def remove(self, callback: Callback) -> None:
         self.callbacks.remove(callback)
+        self._wants.clear()
 
     def __iter__(self):
         return iter(list(self.callbacks))
@@ -73,9 +77,13 @@ class CallbackList:
         return callback in self.callbacks
 
     def overrides(self, hook: str) -> bool:
-        """True if some callback implements `hook` (so a per-step hook costs nothing when none does)."""
-        base = getattr(Callback, hook)
-        return any(getattr(type(cb), hook, base) is not base for cb in self.callbacks)
+        """True if some callback implements `hook` (so a per-step hook costs nothing when none does).
+        Example: ``if bus.overrides("on_step_end"): bus.emit("on_step_end", run, logs)``"""
+        wants = self._wants.get(hook)
+        if wants is None:
+            base = getattr(Callback, hook, None)
+            wants = self._wants[hook] = any(_implements(cb, hook, base) for cb in self.callbacks)
+        return wants
 
     def split(self) -> tuple[CallbackList, CallbackList]:
         """(those that run on the workers, those that stay in the notebook)."""
@@ -92,4 +100,10 @@ class CallbackList:
             except Exception:  # a broken display must not kill the training
                 log.exception("callback %s.%s failed and was detached", type(cb).__name__, hook)
                 if cb in self.callbacks:
-                    self.callbacks.remove(cb)
+                    self.remove(cb)
+
+
+def _implements(callback, hook: str, base) -> bool:
+    """The callback has `hook` and it is not `Callback`'s empty one (instance attributes count too)."""
+    fn = getattr(callback, hook, None)
+    return fn is not None and getattr(fn, "__func__", None) is not base

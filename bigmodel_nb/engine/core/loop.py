@@ -101,6 +101,7 @@ class Loop:
         if self.device.type == "cuda":  # the dashboard's peak is this run's, not the preflight's or --batch-size auto's
             torch.cuda.reset_peak_memory_stats(self.device)
         metrics = Metrics(self.task, self.device)
+        bus = run.callbacks
         for epoch in range(start_epoch, self.epochs):
             if run.step >= self.total_steps:  # e.g. resumed from the last checkpoint of a finished run
                 break
@@ -119,12 +120,14 @@ class Loop:
                 if not self._guarded_step(micro_batches, metrics):
                     return
                 run.step += 1
-                logs = {"step": run.step, "epoch": run.epoch, "lr": lr}
-                if run.step % cfg.log_every == 0 or run.step == last_in_epoch:
-                    if not self._log_train(metrics, logs):
-                        return
-                    metrics = Metrics(self.task, self.device)
-                run.emit("on_step_end", logs)
+                tick = run.step % cfg.log_every == 0 or run.step == last_in_epoch
+                if tick or bus.overrides("on_step_end"):  # no dict per step for nobody
+                    logs = {"step": run.step, "epoch": run.epoch, "lr": lr}
+                    if tick:
+                        if not self._log_train(metrics, logs):
+                            return
+                        metrics = Metrics(self.task, self.device)
+                    run.emit("on_step_end", logs)
                 if cfg.val_every and run.step % cfg.val_every == 0:
                     self._validate()
                 if run.step >= last_in_epoch or self.stopping_early:
