@@ -237,7 +237,7 @@ class Run:
         self.check_finished()
         batch_size = batch_size or max(256, self.config.batch_size)  # the validation's batches: the same loss
         return score(self.model, self.data, split, loss=self.config.loss, batch_size=batch_size, amp=self.amp,
-                     metrics=metrics).metrics
+                     metrics=metrics, per_class=False).metrics
 
     def check_finished(self) -> None:
         """One sentence if the run is still training (its weights are changing under an evaluation)."""

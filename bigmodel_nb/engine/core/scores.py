@@ -72,10 +72,11 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def score(model, data, split: str = "test", *, loss=None, batch_size: int = 256, amp=None,
-          metrics: tuple | list | None = None) -> Scores:
+          metrics: tuple | list | None = None, per_class: bool = True) -> Scores:
     """Score `model` on `data`'s `split` where the model is, weights untouched (no gradients, eval mode).
 
-    `metrics` keeps only those names. Example: ``score(model, bundle, "val", metrics=["f1_macro"]).metrics``
+    `metrics` computes only those names; `per_class=False` leaves out the per-class values and the confusion
+    matrix. Example: ``score(model, bundle, "val", metrics=["f1_macro"]).metrics``
     """
     part = split_of(data, split)
     wanted = _check_wanted(metrics, data.task)
@@ -83,7 +84,7 @@ def score(model, data, split: str = "test", *, loss=None, batch_size: int = 256,
     loss_fn = resolve_loss(loss, data.task)
     with_targets = takes_targets(model)
     seam = Metrics(data.task, device)  # the loss, exactly as the run's validation rows have it
-    tracker = _Tracker(data, loss_fn, device)
+    tracker = _Tracker(data, loss_fn, device, wanted, per_class)
     was_training = model.training
     model.eval()
     try:
@@ -126,8 +127,9 @@ def _keep(scores: Scores, names: list) -> Scores:
 class _Tracker:
     """The task's torchmetrics (on the device) and the per-sample records, batch by batch."""
 
-    def __init__(self, data, loss_fn, device):
+    def __init__(self, data, loss_fn, device, names=None, per_class: bool = True):
         self.task, self.loss_fn, self.device = data.task, loss_fn, device
+        self.names, self.per_class = names, per_class  # the scores to compute (None: all); per-class values too
         self.num_classes = data.num_classes
         vocab = data.vocab or []
         self.char_level = bool(vocab) and all(isinstance(t, str) and len(t) == 1 for t in vocab)
@@ -149,9 +151,11 @@ class _Tracker:
     def _classes(self, logits, y):
         probs = class_probabilities(logits)
         if self.metrics is None:
-            self.metrics = _classification_metrics(max(self.num_classes or 0, probs.shape[-1]), self.device)
+            self.metrics = _classification_metrics(max(self.num_classes or 0, probs.shape[-1]), self.device,
+                                                   self.names, self.per_class)
         y = y.reshape(-1).long()
-        self.metrics.update(probs, y)
+        if self.metrics is not None:
+            self.metrics.update(probs, y)
         picked, predicted = probs.max(-1)
         true = probs.gather(-1, y.clamp(min=0)[:, None]).squeeze(-1)
         self._keep(losses=self._sample_losses(logits, y), targets=y, predicted=predicted, probability=picked,
@@ -167,14 +171,15 @@ class _Tracker:
 
     def _tokens(self, logits, y):
         if self.metrics is None:
-            self.metrics = _token_metrics(self.task, max(self.num_classes or 0, logits.shape[-1]), self.device)
+            self.metrics = _token_metrics(self.task, max(self.num_classes or 0, logits.shape[-1]), self.device,
+                                          self.names, self.per_class)
         valid = y != IGNORE_INDEX
         per_token = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none",
                                     ignore_index=IGNORE_INDEX).view(y.shape)
         per_sequence = (per_token * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
         if self.task == "language-model":
             self.metrics.update(logits, y)
-        else:  # token classification (e.g. named entities): every labelled token is one prediction
+        elif self.metrics is not None:  # token classification (e.g. named entities): every labelled token is one prediction
             self.metrics.update(class_probabilities(logits[valid]), y[valid])
         self._keep(losses=per_sequence)
 
@@ -220,12 +225,14 @@ class _Tracker:
                 bits = math.log2(float(values["perplexity"]))
                 values["bits_per_char" if self.char_level else "bits_per_token"] = bits
             metrics.update({k: float(v) for k, v in values.items()})
-        order = TASK_SCORES.get(self.task, ())
-        metrics = dict(sorted(metrics.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         if confusion is not None:
             confusion = confusion.long()
             # exact, as the validation rows count it (torchmetrics' own accuracy is a float32 ratio)
             metrics["accuracy"] = float(confusion.trace()) / max(1, int(confusion.sum()))
+            if not self.per_class:
+                confusion = None
+        order = TASK_SCORES.get(self.task, ())
+        metrics = dict(sorted(metrics.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         return Scores(metrics=metrics, confusion=confusion, per_class=per_class, notes=tuple(self.notes), **records)
 
 
@@ -237,10 +244,13 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=-1)
 
 
-def _classification_metrics(classes: int, device):
+def _classification_metrics(classes: int, device, names=None, per_class: bool = True):
+    """The torchmetrics of `names` (None: every score), with the per-class values and the confusion matrix
+    if `per_class`. Accuracy comes from the confusion matrix (exact); precision, recall and F1 share one
+    state (true/false positives/negatives per class), so they are declared one compute group: torchmetrics
+    then updates it once a batch and skips working out the groups, which cost more than the scoring."""
     from torchmetrics import MetricCollection
     from torchmetrics.classification import (
-        MulticlassAccuracy,
         MulticlassCalibrationError,
         MulticlassConfusionMatrix,
         MulticlassF1Score,
@@ -248,15 +258,23 @@ def _classification_metrics(classes: int, device):
         MulticlassRecall,
     )
 
+    def wanted(name):
+        return names is None or name in names
+
     kinds = {"precision": MulticlassPrecision, "recall": MulticlassRecall, "f1": MulticlassF1Score}
-    metrics = {"accuracy": MulticlassAccuracy(classes, average="micro")}
+    metrics = {}
     for name, kind in kinds.items():
         for average in ("macro", "weighted"):
-            metrics[f"{name}_{average}"] = kind(classes, average=average)
-        metrics[f"{name}_per_class"] = kind(classes, average="none")
-    metrics["confusion"] = MulticlassConfusionMatrix(classes)
-    metrics["ece"] = MulticlassCalibrationError(classes, n_bins=CALIBRATION_BINS, norm="l1")
-    return MetricCollection(metrics).to(device)
+            if wanted(f"{name}_{average}"):
+                metrics[f"{name}_{average}"] = kind(classes, average=average)
+        if per_class:
+            metrics[f"{name}_per_class"] = kind(classes, average="none")
+    groups = [list(metrics)] if metrics else []
+    if per_class or wanted("accuracy"):
+        metrics["confusion"] = MulticlassConfusionMatrix(classes)
+    if wanted("ece"):
+        metrics["ece"] = MulticlassCalibrationError(classes, n_bins=CALIBRATION_BINS, norm="l1")
+    return MetricCollection(metrics, compute_groups=groups).to(device) if metrics else None
 
 
 def _regression_metrics(device):
@@ -266,9 +284,9 @@ def _regression_metrics(device):
                              "r2": R2Score()}).to(device)
 
 
-def _token_metrics(task: str, classes: int, device):
+def _token_metrics(task: str, classes: int, device, names=None, per_class: bool = True):
     if task != "language-model":
-        return _classification_metrics(classes, device)
+        return _classification_metrics(classes, device, names, per_class)
     from torchmetrics import MetricCollection
     from torchmetrics.text import Perplexity
 

@@ -57,3 +57,22 @@ def test_objects_without_a_hook_are_skipped():
     bus.emit("on_train_begin", None, {})
     bus.emit("on_step_end", None, {})
     assert plain.seen == 1 and plain in bus
+
+
+def test_overrides_follows_the_list_and_instance_hooks(mlp):
+    """The per-hook answer is cached, so it must change when a callback joins or leaves; a hook set on the
+    instance counts too (the loop skips on_step_end, and its logs dict, when nobody implements it)."""
+    bus = CallbackList([OnWorkers()])
+    assert not bus.overrides("on_step_end")
+    recorder = Recorder()
+    bus.append(recorder)
+    assert bus.overrides("on_step_end")
+    bus.remove(recorder)
+    assert not bus.overrides("on_step_end")
+    seen = []
+    late = Callback()
+    late.on_step_end = lambda run, logs: seen.append(logs["step"])
+    bus.extend([late])
+    assert bus.overrides("on_step_end")
+    fit(mlp(), "digits", steps=4, callbacks=[late], system=False)
+    assert seen == [1, 2, 3, 4]

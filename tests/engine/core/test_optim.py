@@ -74,3 +74,13 @@ def test_adam_and_adamw_use_the_fused_kernel_on_cuda_only(monkeypatch):
     assert make_optimizer("adamw", params).defaults["fused"] is True
     assert make_optimizer("adam", params).defaults["fused"] is True
     assert not make_optimizer("sgd", params).defaults.get("fused")
+
+
+def test_constant_is_no_scheduler_and_constant_with_warmup_rises_linearly():
+    opt = torch.optim.SGD(model().parameters(), lr=0.1)
+    assert make_schedule("constant", opt, 100) is None and make_schedule(None, opt, 100) is None
+    run = fit(model(), "digits", steps=30, lr=0.01, warmup=10, log_every=1, seed=0)
+    lr = lrs(run)
+    assert lr[:10] == pytest.approx([0.01 * (k + 1) / 10 for k in range(10)]) and lr[10:] == pytest.approx([0.01] * 20)
+    plain = fit(model(), "digits", steps=5, lr=0.01, log_every=1, seed=0)
+    assert plain.schedule is None and lrs(plain) == [0.01] * 5

@@ -81,6 +81,17 @@ def test_run_evaluate_is_the_scores_dict_and_validation_loss_exactly(wine_run):
     assert list(wine_run.evaluate("test", metrics=["f1_macro", "accuracy"])) == ["accuracy", "f1_macro"]
 
 
+def test_a_subset_of_metrics_is_the_same_numbers_computed_alone(wine_run):
+    """metrics= builds only those torchmetrics (and per_class=False no per-class ones): the values do not move."""
+    every = score(wine_run.model, wine_run.data, "test", batch_size=7)
+    for names in (["f1_macro", "accuracy"], ["recall_weighted"], ["ece", "precision_macro"], ["loss"]):
+        alone = score(wine_run.model, wine_run.data, "test", batch_size=7, metrics=names, per_class=False)
+        assert alone.metrics == {k: v for k, v in every.metrics.items() if k in names}
+        assert alone.confusion is None and alone.per_class == {}
+    kept = score(wine_run.model, wine_run.data, "test", batch_size=7, metrics=["f1_macro"])
+    assert torch.equal(kept.confusion, every.confusion) and set(kept.per_class) == {"precision", "recall", "f1"}
+
+
 def test_one_logit_binary_classification_equals_scikit_learn():
     X, y = load_breast_cancer(return_X_y=True)
     torch.manual_seed(0)
