@@ -179,7 +179,7 @@ class _Tracker:
         per_sequence = (per_token * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
         if self.task == "language-model":
             self.metrics.update(logits, y)
-        elif self.metrics is not None:  # token classification (e.g. named entities): every labelled token is one prediction
+        elif self.metrics is not None:  # token classification (e.g. NER): every labelled token is one prediction
             self.metrics.update(class_probabilities(logits[valid]), y[valid])
         self._keep(losses=per_sequence)
 
