@@ -324,11 +324,11 @@ shutil.rmtree(log_dir)                                 # a temporary folder: rem
 A constant $\alpha$ is a compromise: large enough to make progress early, it keeps the parameters
 bouncing around the minimum later (as stochastic gradient descent did in section 1). A **schedule**
 changes $\alpha$ as training goes on. `bigmodel_nb` offers these (`--schedule NAME`), each a standard
-`torch.optim.lr_scheduler` stepped once per training step:
+`torch.optim.lr_scheduler` stepped once per training step — except `constant`, which needs none:
 
 | name | shape |
 |---|---|
-| `constant` | $\alpha$ throughout |
+| `constant` | $\alpha$ throughout (with `--warmup N`, a linear rise to $\alpha$ over N steps first) |
 | `step` | $\alpha$, then $\times 0.1$ at 60% and again at 85% of training |
 | `cosine` | $\alpha \cdot \tfrac12\bigl(1 + \cos(\pi \cdot \text{progress})\bigr)$, from $\alpha$ down to 0 |
 | `warmup-cosine` | a linear **warm-up** over the first 5% (or `--warmup N` steps), then cosine |
@@ -347,7 +347,9 @@ def lr_curve(name, lr=0.01, total_steps=100):
     curve = []
     for _ in range(total_steps):
         curve.append(opt.param_groups[0]["lr"])         # the LR the next step will use
-        opt.step(); schedule.step()
+        opt.step()
+        if schedule is not None:                       # "constant" is no scheduler at all
+            schedule.step()
     return curve
 
 curves = {name: lr_curve(name) for name in ["constant", "step", "cosine", "warmup-cosine", "onecycle"]}
