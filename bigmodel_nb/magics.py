@@ -279,25 +279,39 @@ class BigModelMagics(MagicsBase):
 
         if args.workers < 1:  # before Ray starts
             raise UsageError(f"--workers must be a whole number ≥ 1, not {args.workers}.")
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        if "get_ipython()" in TransformerManager().transform_cell(cell) and "get_ipython()" not in cell:
+            raise UsageError("With --workers the cell body runs on Ray workers as plain Python, where % and ! lines "
+                             "do not exist; move them to a cell above the %%sweep.")
         connect(args.cluster)
         snapshot, metric, seed = namespace_snapshot(self.shell.user_ns), args.metric, args.seed
 
         def train_on_worker(params, callbacks):
-            from bigmodel_nb.engine.core.config import TrainConfig
-            from bigmodel_nb.engine.core.run import Run
-            from bigmodel_nb.magics import BigModelMagics, train_options, trial_line
+            import torch
+
+            from bigmodel_nb.api import prepare_run
+            from bigmodel_nb.magics import CELL_NAMES, BigModelMagics, train_options, trial_line
             from bigmodel_nb.parsing import parse
 
             values = {**fixed, **params}
             env = {**snapshot, **{k.replace("-", "_"): values[k] for k in variables}}
             trial = parse(BigModelMagics.train, trial_line(values, variables, seed) + f" --monitor {metric}")
+            if trial.seed is not None:
+                torch.manual_seed(trial.seed)  # as %%train: the model of the cell starts from the same weights
             exec(cell, env)  # noqa: S102 - the user's own cell body, as %%train runs it
-            defined = {k: env[k] for k in ("loss_fn", "optimizer") if k in env and k not in snapshot}
-            data = {k.removesuffix("_data"): env[k] for k in ("train_data", "val_data", "test_data") if k in env} \
-                if "train_data" in env and "train_data" not in snapshot else env.get(trial.data, trial.data)
-            options = train_options(trial, defined)
-            config = TrainConfig(**{k: v for k, v in options.items() if k != "optimizer" or isinstance(v, str)})
-            return Run(env[trial.model or "model"], data, config, callbacks, name="trial", kind="sweep").run_here()
+            defined = {k: env[k] for k in CELL_NAMES if k in env and env[k] is not snapshot.get(k)}
+            data = {k.removesuffix("_data"): v for k, v in defined.items() if k.endswith("_data")} \
+                if "train_data" in defined else env.get(trial.data, trial.data)
+            source = env.get(trial.from_, trial.from_) if trial.from_ is not None else None
+            # The same set-up as a trial in the notebook (api.prepare_run): the cell's optimizer and loss,
+            # --target, --from/--new-head/--freeze/--unfreeze-after; no system sampler on a worker.
+            run, trial_callbacks, _ = prepare_run(
+                env[trial.model or trial.model_name or "model"], data, name="trial", kind="sweep",
+                callbacks=callbacks, from_=source, new_head=trial.new_head, freeze=trial.freeze,
+                unfreeze_after=trial.unfreeze_after, target=trial.target, system=False,
+                **train_options(trial, defined))
+            return run.run_here(trial_callbacks)
 
         return sweep_on_ray(train_on_worker, searched, trials=args.trials, workers=args.workers, metric=metric,
                             prune=args.prune, storage=unquote(args.storage) if args.storage else None,
@@ -508,9 +522,12 @@ def namespace_snapshot(ns: dict) -> dict:
 
 
 def _names_in(cell: str) -> set[str]:
-    """The variable names a cell body reads (so a %%sweep flag meant for it can be checked)."""
+    """The variable names a cell body reads (so a %%sweep flag meant for it can be checked); % and ! lines are
+    read as IPython runs them."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
     try:
-        tree = ast.parse(cell or "")
+        tree = ast.parse(TransformerManager().transform_cell(cell or ""))
     except SyntaxError:
         return set()
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}

@@ -264,6 +264,14 @@ def test_sweep_searches_train_flags_and_cell_variables(ip, capsys):
     ip.user_ns.pop("sweep")
 
 
+def test_a_sweep_cell_body_may_hold_magic_lines(ip):
+    """The body's variables are read as IPython runs it, so a % line does not hide `hidden` from the check."""
+    ip.run_cell_magic("sweep", "--trials 1 --seed 0 --data digits --steps 2 --hidden 16,32",
+                      "%time width = hidden\n" + SWEEP_CELL)
+    hidden = ip.user_ns.pop("sweep").trials[0]["hidden"]
+    assert hidden in (16, 32) and ip.user_ns["width"] == hidden
+
+
 @pytest.mark.parametrize("line, message", [
     ("--trials 2 --data digits --lr 1e-3..1e-2 --widht 3", r"--widht is neither a %%train flag nor used by the cell "
                                                            r"body; use `widht` in the cell"),

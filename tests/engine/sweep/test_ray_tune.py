@@ -3,6 +3,7 @@ stream back while the sweep runs, ASHA stops trailing trials, and the study is o
 import sys
 
 import pytest
+from IPython.core.error import UsageError
 from torch import nn
 
 pytest.importorskip("ray.tune", reason="Ray Tune (the distributed extra) is not installed")
@@ -50,6 +51,24 @@ def test_the_magic_runs_the_cell_body_on_the_workers(shell, monkeypatch):
     result = shell.user_ns.pop("sweep")
     assert len(result.trials) == 2 and all(t["hidden"] in (16, 32) for t in result.trials)
     assert result.rows_streamed >= 2 and result.best is not None
+    assert all(t["value"] < 2.0 for t in result.trials)  # Adam at lr ≥ 1e-3 for an epoch: the loss fell from ~2.3
+
+
+def test_the_cell_optimizer_trains_the_trials_on_the_workers_and_magics_are_refused(shell, monkeypatch):
+    """The worker's trial is set up as the notebook's (api.prepare_run): an optimizer the cell defines is the one
+    used — here SGD with lr 0, so no trial can move from the untrained model's loss whatever --lr says."""
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    shell.run_cell("import torch\nfrom torch import nn")
+    body = ("model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))\n"
+            "optimizer = torch.optim.SGD(model.parameters(), lr=0.0)")
+    shell.run_cell_magic("sweep", "--trials 2 --workers 2 --seed 0 --data digits --epochs 1 --lr 1e-3..1e-2 "
+                                  "--hidden 16,32", body)
+    result = shell.user_ns.pop("sweep")
+    assert len(result.trials) == 2 and all(t["value"] > 2.0 for t in result.trials)
+    with pytest.raises(UsageError, match="% and ! lines do not exist"):
+        shell.run_cell_magic("sweep", "--trials 2 --workers 2 --data digits --epochs 1 --hidden 16,32",
+                             "%time x = 1\n" + body.splitlines()[0])
 
 
 def test_a_trial_that_failed_on_its_worker_is_a_failed_trial_with_its_reason():
