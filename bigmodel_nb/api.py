@@ -428,18 +428,14 @@ def sweep_on_ray(train_on_worker, space: dict, *, trials: int, workers: int, clu
     trains one trial's Run. Example: ``sweep_on_ray(fn, space, trials=8, workers=2)``"""
     from .engine.sweep.ray_tune import run_on_ray
 
-    view = None
-    if show:
-        from .ui.sweep import SweepView
+    def search(view):
+        result = run_on_ray(train_on_worker, space, trials=trials, workers=workers, cluster=cluster, metric=metric,
+                            prune=prune, storage=storage, study_name=study, timeout=timeout, seed=seed,
+                            on_trial=view.trial_done if view is not None else None)
+        result.context = dict(context or {})
+        return result
 
-        view = SweepView(trials=trials, metric=metric).show()
-    result = run_on_ray(train_on_worker, space, trials=trials, workers=workers, cluster=cluster, metric=metric,
-                        prune=prune, storage=storage, study_name=study, timeout=timeout, seed=seed,
-                        on_trial=view.trial_done if view is not None else None)
-    result.context = dict(context or {})
-    if view is not None:
-        view.finish(result)
-    return result
+    return _shown_sweep(search, trials, metric, show)
 
 
 def sweep_with(train_trial, space: dict, *, trials: int = 20, metric: str = "val_loss", prune: str = "median",
@@ -449,19 +445,26 @@ def sweep_with(train_trial, space: dict, *, trials: int = 20, metric: str = "val
     (%%sweep re-runs the cell body and its %%train line). Example: ``sweep_with(train_trial, space, trials=5)``"""
     from .engine.sweep import run_sweep
 
+    def search(view):
+        def one(params, callbacks, name):
+            if view is None:
+                return train_trial(params, callbacks, name, True)
+            return view.train_trial(lambda quiet: train_trial(params, callbacks, name, quiet))
+
+        return run_sweep(one, space, trials=trials, metric=metric, prune=prune, storage=storage, study_name=study,
+                         timeout=timeout, seed=seed, on_trial=view.trial_done if view is not None else None)
+
+    return _shown_sweep(search, trials, metric, show)
+
+
+def _shown_sweep(search, trials: int, metric: str, show: bool):
+    """`search(view)` under the live sweep view (None when not `show`n), which ends on the result."""
     view = None
     if show:
         from .ui.sweep import SweepView
 
         view = SweepView(trials=trials, metric=metric).show()
-
-    def one(params, callbacks, name):
-        if view is None:
-            return train_trial(params, callbacks, name, True)
-        return view.train_trial(lambda quiet: train_trial(params, callbacks, name, quiet))
-
-    result = run_sweep(one, space, trials=trials, metric=metric, prune=prune, storage=storage, study_name=study,
-                       timeout=timeout, seed=seed, on_trial=view.trial_done if view is not None else None)
+    result = search(view)
     if view is not None:
         view.finish(result)
     return result
