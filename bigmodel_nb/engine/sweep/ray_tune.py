@@ -18,7 +18,7 @@ from ..core.early_stop import LOWER_IS_BETTER
 from ..core.errors import BigModelError
 from ..core.run import register_result
 from .space import Param
-from .study import PRUNERS, Sweep
+from .study import PRUNERS, Sweep, study_rows
 
 
 class TuneReporter(Callback):
@@ -138,6 +138,10 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
     # ASHA stops a trial at a validation where it trails the others (Ray Tune's answer to median pruning)
     scheduler = FIFOScheduler() if prune == "none" else ASHAScheduler(metric="value", mode=mode, grace_period=1)
     result = Sweep(trials=[], best=None, study=None, metric=metric, direction=direction)
+    try:  # a stored study's earlier trials come first, as in the notebook's sweeps: new numbers follow theirs
+        result.trials = study_rows(optuna.load_study(study_name=name, storage=backend), space)
+    except KeyError:  # no such study yet
+        pass
     stream = _Stream(result, space, on_trial)
     def trainable(config):
         train_on_worker(dict(config), [TuneReporter(key, direction)])

@@ -44,7 +44,8 @@ class Sweep:
                  "data": self.context.get("data", "?"), "model": self.context.get("model", "?"), "params": None,
                  "config": {k: v for k, v in t.items() if k not in ("number", "value", "state", "steps", "time_s",
                                                                    "run", "history")},
-                 "history": t.get("history", []), "elapsed": t.get("time_s")} for t in self.trials]
+                 "history": t["history"], "elapsed": t.get("time_s")}
+                for t in self.trials if "history" in t]  # a stored study's earlier trials trained elsewhere
 
     def table(self):
         """One row per trial (a pandas DataFrame when pandas is installed). Example: ``sweep.table()``"""
@@ -166,7 +167,7 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
     import optuna  # present: open_study said so otherwise
 
     result = Sweep(trials=[], best=None, study=study, metric=metric, direction=direction)
-    result.trials = _rows(study, space)
+    result.trials = study_rows(study, space)
     started = len(study.trials)
 
     def objective(trial):
@@ -198,7 +199,7 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
         return float(run.best[key])
 
     def after(study, frozen):
-        result.trials = _rows(study, space)
+        result.trials = study_rows(study, space)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if complete:
             best = study.best_trial
@@ -216,8 +217,9 @@ def run_sweep(train_trial: Callable, space: dict[str, Param], *, trials: int = 2
     return result
 
 
-def _rows(study, space: dict[str, Param]) -> list[dict]:
-    """One row per trial of the study (earlier sweeps' included); a trial stopped by the user reads "stopped"."""
+def study_rows(study, space: dict[str, Param]) -> list[dict]:
+    """One row per trial of the study (earlier sweeps' included); a trial stopped by the user reads "stopped".
+    Example: ``study_rows(optuna.load_study(study_name="sweep", storage=url), space)``"""
     rows = []
     for t in study.trials:
         state = "stopped" if t.user_attrs.get("stopped") else t.state.name.lower()

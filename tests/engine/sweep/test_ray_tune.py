@@ -41,6 +41,15 @@ def test_two_workers_finish_a_small_sweep_with_rows_streamed_live():
     assert len(listed) == 4 and all(r.history for r in listed)
 
 
+def test_a_stored_study_goes_on_with_the_next_numbers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    space = {"lr": "1e-3..1e-1:log"}
+    first = sweep(build, "digits", space, trials=2, steps=5, workers=2, storage=url, study="s", show=False)
+    again = sweep(build, "digits", space, trials=2, steps=5, workers=2, storage=url, study="s", show=False)
+    assert [t["number"] for t in first.trials] == [0, 1] and [t["number"] for t in again.trials] == [0, 1, 2, 3]
+    assert len(again.study.trials) == 4 and len(again.run_records()) == 2  # %runs lists this sweep's own trials
+
+
 def test_the_magic_runs_the_cell_body_on_the_workers(shell, monkeypatch):
     monkeypatch.setenv("BIGMODEL_NB_UI", "text")
     shell.run_line_magic("load_ext", "bigmodel_nb")
