@@ -285,7 +285,9 @@ class BigModelMagics(MagicsBase):
             raise UsageError("With --workers the cell body runs on Ray workers as plain Python, where % and ! lines "
                              "do not exist; move them to a cell above the %%sweep.")
         connect(args.cluster)
-        snapshot, metric, seed = namespace_snapshot(self.shell.user_ns), args.metric, args.seed
+        # What the body reads and what the line names (--data X, --from RUN, --model M): the rest stays here.
+        wanted = _names_in(cell) | {v for v in fixed.values() if isinstance(v, str) and v.isidentifier()}
+        snapshot, metric, seed = namespace_snapshot(self.shell.user_ns, wanted), args.metric, args.seed
 
         def train_on_worker(params, callbacks):
             import torch
@@ -504,14 +506,16 @@ def trial_line(values: dict, variables: list, seed) -> str:
     return " ".join(parts)
 
 
-def namespace_snapshot(ns: dict) -> dict:
-    """What of the notebook's namespace can travel to Ray workers (modules by reference, the rest by value)."""
+def namespace_snapshot(ns: dict, names=None) -> dict:
+    """What of the notebook's namespace (of `names` only, if given) can travel to Ray workers: modules by
+    reference, the rest by value. A notebook function takes the globals it uses along (cloudpickle).
+    Example: ``namespace_snapshot(shell.user_ns, {"torch", "nn", "X"})``"""
     from ray import cloudpickle
 
     skip = {"In", "Out", "get_ipython", "exit", "quit", "open"}
     snapshot = {}
     for key, value in ns.items():
-        if key.startswith("_") or key in skip:
+        if key.startswith("_") or key in skip or (names is not None and key not in names):
             continue
         try:
             cloudpickle.dumps(value)

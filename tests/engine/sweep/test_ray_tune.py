@@ -105,3 +105,15 @@ def test_workers_and_cluster_are_checked_before_anything_starts():
         sweep(build, "digits", space, trials=2, cluster="10.0.0.5:6379", show=False)
     with pytest.raises(BigModelError, match="workers must be a whole number ≥ 1, not 0"):
         sweep(build, "digits", space, trials=2, workers=0, show=False)
+
+
+def test_only_what_the_cell_body_reads_travels_to_the_workers():
+    import threading
+
+    import torch
+
+    from bigmodel_nb.magics import namespace_snapshot
+
+    ns = {"torch": torch, "big": torch.zeros(1000, 1000), "lock": threading.Lock(), "hidden": 3, "_private": 1}
+    assert set(namespace_snapshot(ns, {"torch", "hidden", "lock", "_private"})) == {"torch", "hidden"}
+    assert set(namespace_snapshot(ns)) == {"torch", "big", "hidden"}  # a lock cannot be pickled: left here
