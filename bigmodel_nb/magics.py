@@ -231,7 +231,7 @@ class BigModelMagics(MagicsBase):
         used = _names_in(cell)
         for name in variables:
             var = name.replace("-", "_")
-            if not var.isidentifier() or var not in used:
+            if not var.isidentifier() or (used is not None and var not in used):
                 close = difflib.get_close_matches(name, train_flags, n=1)
                 hint = f" (did you mean --{close[0]}?)" if close else ""
                 raise UsageError(f"--{name} is neither a %%train flag nor used by the cell body{hint}; use "
@@ -281,13 +281,25 @@ class BigModelMagics(MagicsBase):
             raise UsageError(f"--workers must be a whole number ≥ 1, not {args.workers}.")
         from IPython.core.inputtransformer2 import TransformerManager
 
-        if "get_ipython()" in TransformerManager().transform_cell(cell) and "get_ipython()" not in cell:
+        if TransformerManager().transform_cell(cell).rstrip() != cell.rstrip():  # IPython syntax in the body
             raise UsageError("With --workers the cell body runs on Ray workers as plain Python, where % and ! lines "
                              "do not exist; move them to a cell above the %%sweep.")
+        if _names_in(cell) is None:  # said once here, not by every worker
+            try:
+                compile(cell, "<cell body>", "exec")
+            except SyntaxError as exc:
+                raise UsageError(f"The cell body does not parse ({exc.msg}, line {exc.lineno}); fix it before "
+                                 "the sweep.") from None
+        ns = self.shell.user_ns
+        source = fixed.get("from")
+        shipped_source = _weights_for_workers(ns[source]) if isinstance(source, str) and source in ns else None
         connect(args.cluster)
-        # What the body reads and what the line names (--data X, --from RUN, --model M): the rest stays here.
-        wanted = _names_in(cell) | {v for v in fixed.values() if isinstance(v, str) and v.isidentifier()}
-        snapshot, metric, seed = namespace_snapshot(self.shell.user_ns, wanted), args.metric, args.seed
+        # What the body reads and what the line names (--data X, --model a,b, --from RUN): the rest stays here.
+        named = [*fixed.values(), *(c for p in searched.values() if p.choices for c in p.choices)]
+        wanted = (_names_in(cell) or set()) | {v for v in named if isinstance(v, str) and v.isidentifier()}
+        snapshot, metric, seed = namespace_snapshot(ns, wanted), args.metric, args.seed
+        if shipped_source is not None:  # a Run cannot be pickled: its weights travel instead
+            snapshot[source] = shipped_source
 
         def train_on_worker(params, callbacks):
             import torch
@@ -306,12 +318,18 @@ class BigModelMagics(MagicsBase):
             data = {k.removesuffix("_data"): v for k, v in defined.items() if k.endswith("_data")} \
                 if "train_data" in defined else env.get(trial.data, trial.data)
             source = env.get(trial.from_, trial.from_) if trial.from_ is not None else None
+            model = env[trial.model or trial.model_name or "model"]
+            if defined.get("optimizer") is not None and not _optimizes(defined["optimizer"], model):
+                raise BigModelError("The `optimizer` defined in the cell does not hold this model's parameters; "
+                                    "create it from model.parameters() after defining the model.")
             # The same set-up as a trial in the notebook (api.prepare_run): the cell's optimizer and loss,
             # --target, --from/--new-head/--freeze/--unfreeze-after; no system sampler on a worker.
             run, trial_callbacks, _ = prepare_run(
-                env[trial.model or trial.model_name or "model"], data, name="trial", kind="sweep",
+                model, data, name="trial", kind="sweep",
                 callbacks=callbacks, from_=source, new_head=trial.new_head, freeze=trial.freeze,
-                unfreeze_after=trial.unfreeze_after, target=trial.target, system=False,
+                unfreeze_after=trial.unfreeze_after, target=None if "train_data" in defined else trial.target,
+                system=False,
+                log_dir=trial.log_dir or "",  # only an explicit --log-dir: not the session's, from every worker
                 **train_options(trial, defined))
             return run.run_here(trial_callbacks)
 
@@ -506,6 +524,25 @@ def trial_line(values: dict, variables: list, seed) -> str:
     return " ".join(parts)
 
 
+def _weights_for_workers(source):
+    """A --from variable as it can travel to Ray workers: the CPU weights of a Run, of a sweep's best trial or of
+    a model (anything else, e.g. a path, as it is)."""
+    import torch
+
+    from .engine.core.run import Run
+    from .engine.sweep import Sweep
+
+    if isinstance(source, Sweep):
+        source = (source.best or {}).get("run")
+        if source is None:
+            raise UsageError("This sweep has no trial trained in this notebook to start from; run it without "
+                             "--workers, or save the weights you want and pass --from FILE.")
+    model = source.model if isinstance(source, Run) else source
+    if isinstance(model, torch.nn.Module):
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return source
+
+
 def namespace_snapshot(ns: dict, names=None) -> dict:
     """What of the notebook's namespace (of `names` only, if given) can travel to Ray workers: modules by
     reference, the rest by value. A notebook function takes the globals it uses along (cloudpickle).
@@ -525,7 +562,7 @@ def namespace_snapshot(ns: dict, names=None) -> dict:
     return snapshot
 
 
-def _names_in(cell: str) -> set[str]:
+def _names_in(cell: str) -> set[str] | None:
     """The variable names a cell body reads (so a %%sweep flag meant for it can be checked); % and ! lines are
     read as IPython runs them."""
     from IPython.core.inputtransformer2 import TransformerManager
@@ -533,7 +570,7 @@ def _names_in(cell: str) -> set[str]:
     try:
         tree = ast.parse(TransformerManager().transform_cell(cell or ""))
     except SyntaxError:
-        return set()
+        return None  # not known: the body's own SyntaxError is said when it runs
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 

@@ -56,7 +56,12 @@ def batch_len(batch) -> int:
 
 def take(batch, index):
     """Rows `index` (a slice or index tensor) of a batch, pair or dict alike. Example: ``take((x, y), slice(0, 8))``"""
-    pick = (lambda t: t[index]) if isinstance(index, slice) else (lambda t: t.index_select(0, index))
+    if torch.is_tensor(index) and index.dim() == 1 and index.dtype in (torch.int64, torch.int32):
+        def pick(t):  # the gather of t[index] at half its cost; the index follows the data's device, as t[index] does
+            return t.index_select(0, index.to(t.device))
+    else:  # a slice, a bool mask, a list
+        def pick(t):
+            return t[index]
     if isinstance(batch, Mapping):
         return {k: pick(v) if torch.is_tensor(v) else v for k, v in batch.items()}
     return tuple(pick(t) for t in batch)

@@ -77,8 +77,9 @@ class CallbackList:
         return callback in self.callbacks
 
     def overrides(self, hook: str) -> bool:
-        """True if some callback implements `hook` (so a per-step hook costs nothing when none does).
-        Example: ``if bus.overrides("on_step_end"): bus.emit("on_step_end", run, logs)``"""
+        """True if some callback implements `hook` (so a per-step hook costs nothing when none does). The answer
+        is kept until the list changes through `append`/`extend`/`remove`; a hook set on a callback after that is
+        seen once the list changes. Example: ``if bus.overrides("on_step_end"): bus.emit("on_step_end", run, logs)``"""
         wants = self._wants.get(hook)
         if wants is None:
             base = getattr(Callback, hook, None)
@@ -106,4 +107,6 @@ class CallbackList:
 def _implements(callback, hook: str, base) -> bool:
     """The callback has `hook` and it is not `Callback`'s empty one (instance attributes count too)."""
     fn = getattr(callback, hook, None)
-    return fn is not None and getattr(fn, "__func__", None) is not base
+    if fn is None:
+        return False
+    return base is None or getattr(fn, "__func__", None) is not base  # base None: a hook Callback does not have

@@ -133,7 +133,8 @@ class _Tracker:
         self.num_classes = data.num_classes
         vocab = data.vocab or []
         self.char_level = bool(vocab) and all(isinstance(t, str) and len(t) == 1 for t in vocab)
-        self.metrics = None  # built at the first batch, once the output's shape is known
+        self.metrics = None  # built at the first batch, once the output's shape is known (None: none asked for)
+        self._built = False
         self.records: dict[str, list] = {"losses": [], "targets": [], "predicted": [], "probability": [],
                                          "true_probability": []}
         self.notes: list[str] = []
@@ -150,9 +151,10 @@ class _Tracker:
 
     def _classes(self, logits, y):
         probs = class_probabilities(logits)
-        if self.metrics is None:
+        if not self._built:
             self.metrics = _classification_metrics(max(self.num_classes or 0, probs.shape[-1]), self.device,
                                                    self.names, self.per_class)
+            self._built = True
         y = y.reshape(-1).long()
         if self.metrics is not None:
             self.metrics.update(probs, y)
@@ -163,16 +165,17 @@ class _Tracker:
 
     def _values(self, outputs, y):
         outputs = outputs.reshape(y.shape) if outputs.shape != y.shape and outputs.numel() == y.numel() else outputs
-        if self.metrics is None:
-            self.metrics = _regression_metrics(self.device)
+        if not self._built:
+            self.metrics, self._built = _regression_metrics(self.device), True
         flat = (lambda t: t.reshape(-1)) if y.dim() <= 1 or y[0].numel() == 1 else (lambda t: t.reshape(len(t), -1))
         self.metrics.update(flat(outputs), flat(y.float()))
         self._keep(losses=self._sample_losses(outputs, y), targets=y, predicted=outputs)
 
     def _tokens(self, logits, y):
-        if self.metrics is None:
+        if not self._built:
             self.metrics = _token_metrics(self.task, max(self.num_classes or 0, logits.shape[-1]), self.device,
                                           self.names, self.per_class)
+            self._built = True
         valid = y != IGNORE_INDEX
         per_token = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none",
                                     ignore_index=IGNORE_INDEX).view(y.shape)
@@ -272,8 +275,11 @@ def _classification_metrics(classes: int, device, names=None, per_class: bool = 
     groups = [list(metrics)] if metrics else []
     if per_class or wanted("accuracy"):
         metrics["confusion"] = MulticlassConfusionMatrix(classes)
+        groups.append(["confusion"])
     if wanted("ece"):
         metrics["ece"] = MulticlassCalibrationError(classes, n_bins=CALIBRATION_BINS, norm="l1")
+        groups.append(["ece"])
+    # Every metric named in a group: torchmetrics before 1.7 never updates one left out of an explicit list.
     return MetricCollection(metrics, compute_groups=groups).to(device) if metrics else None
 
 

@@ -25,3 +25,12 @@ def test_dict_columns_and_take_pick_the_same_rows():
     assert torch.equal(take((cols["labels"], cols["labels"] * 2), slice(2, 4))[1], torch.tensor([4, 6]))
     first = next(Split({k: v for k, v in cols.items() if k != "note"}).batches(8, "cpu", shuffle=True, seed=0))
     assert torch.equal(first["labels"], epoch_order(20, 0, 0)[:8])
+
+
+def test_take_keeps_what_indexing_takes():
+    """Index tensors gather with index_select; a bool mask or a list of rows picks as t[index] does."""
+    cols = {"x": torch.arange(10.0), "labels": torch.arange(10)}
+    mask = cols["labels"] % 3 == 0
+    assert torch.equal(take(cols, mask)["x"], torch.tensor([0.0, 3.0, 6.0, 9.0]))
+    assert torch.equal(take((cols["x"], cols["labels"]), [1, 2])[1], torch.tensor([1, 2]))
+    assert torch.equal(take(cols, torch.tensor([4, 1], dtype=torch.int32))["labels"], torch.tensor([4, 1]))

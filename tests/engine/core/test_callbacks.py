@@ -76,3 +76,9 @@ def test_overrides_follows_the_list_and_instance_hooks(mlp):
     assert bus.overrides("on_step_end")
     fit(mlp(), "digits", steps=4, callbacks=[late], system=False)
     assert seen == [1, 2, 3, 4]
+
+
+def test_a_hook_callback_does_not_define_counts_when_a_callback_has_it():
+    custom = Callback()
+    custom.on_custom = lambda source, logs: None
+    assert CallbackList([custom]).overrides("on_custom") and not CallbackList([Callback()]).overrides("on_custom")

@@ -78,6 +78,9 @@ def test_the_cell_optimizer_trains_the_trials_on_the_workers_and_magics_are_refu
     with pytest.raises(UsageError, match="% and ! lines do not exist"):
         shell.run_cell_magic("sweep", "--trials 2 --workers 2 --data digits --epochs 1 --hidden 16,32",
                              "%time x = 1\n" + body.splitlines()[0])
+    with pytest.raises(UsageError, match=r"The cell body does not parse \(.*line 1\)"):
+        shell.run_cell_magic("sweep", "--trials 2 --workers 2 --data digits --epochs 1 --hidden 16,32",
+                             "model = nn.Sequential(nn.Linear(64, hidden)")
 
 
 def test_a_trial_that_failed_on_its_worker_is_a_failed_trial_with_its_reason():
@@ -105,6 +108,25 @@ def test_workers_and_cluster_are_checked_before_anything_starts():
         sweep(build, "digits", space, trials=2, cluster="10.0.0.5:6379", show=False)
     with pytest.raises(BigModelError, match="workers must be a whole number ≥ 1, not 0"):
         sweep(build, "digits", space, trials=2, workers=0, show=False)
+
+
+def test_variables_named_by_the_line_travel_and_a_run_to_start_from_travels_as_weights(shell, monkeypatch):
+    """--data a,b names notebook variables (a searched choice), and --from a Run, which cannot be pickled: its
+    weights go instead, so each trial starts trained (its first loss far below the untrained ~2.3)."""
+    from bigmodel_nb.engine import load_dataset
+
+    monkeypatch.setenv("BIGMODEL_NB_UI", "text")
+    shell.run_line_magic("load_ext", "bigmodel_nb")
+    shell.run_cell("import torch\nfrom torch import nn")
+    shell.user_ns.update(d1=load_dataset("digits"), d2=load_dataset("digits"))
+    body = "model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))"
+    shell.run_cell_magic("train", "--data digits --epochs 3 --lr 3e-3 --seed 0 --quiet --name base", body)
+    shell.run_cell_magic("sweep", "--trials 2 --workers 2 --seed 0 --data d1,d2 --steps 5 --lr 1e-4..1e-3 "
+                                  "--from base --log-every 1 --prune none", body)
+    result = shell.user_ns.pop("sweep")
+    assert [t["state"] for t in result.trials] == ["complete", "complete"] and not result.notes
+    assert all(t["history"][0]["loss"] < 1.0 for t in result.trials)
+    shell.user_ns.pop("base")
 
 
 def test_only_what_the_cell_body_reads_travels_to_the_workers():
