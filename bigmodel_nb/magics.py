@@ -261,7 +261,11 @@ class BigModelMagics(MagicsBase):
             values = {**fixed, **params}
             ns.update({k.replace("-", "_"): values[k] for k in variables})
             line = self._trial_line(values, variables, args) + f" --name {name} --monitor {args.metric}"
-            return self._train(line, cell, publish=False, callbacks=callbacks, kind="sweep", quiet=quiet)
+            run = self._train(line, cell, publish=False, callbacks=callbacks, kind="sweep", quiet=quiet)
+            if run is None:  # the body raised; IPython has shown its error
+                raise UsageError(f"The cell body failed in {name} (its error is shown above); fix it and run the "
+                                 "%%sweep again.")
+            return run
 
         result = sweep_with(train_trial, searched, trials=args.trials, metric=args.metric, prune=args.prune,
                             storage=unquote(args.storage) if args.storage else None, study=args.study,

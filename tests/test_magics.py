@@ -272,6 +272,13 @@ def test_a_sweep_cell_body_may_hold_magic_lines(ip):
     assert hidden in (16, 32) and ip.user_ns["width"] == hidden
 
 
+def test_a_sweep_whose_cell_body_fails_says_so_in_one_sentence(ip):
+    for body in ("model = nn.Sequential(nn.Linear(64, hidden)", "model = nn.Linear(64, hidden) + undefined_name"):
+        with pytest.raises(UsageError, match=r"The cell body failed in trial_0 \(its error is shown above\)"):
+            ip.run_cell_magic("sweep", "--trials 2 --data digits --steps 2 --hidden 16,32", body)
+    ip.user_ns.pop("sweep", None)
+
+
 @pytest.mark.parametrize("line, message", [
     ("--trials 2 --data digits --lr 1e-3..1e-2 --widht 3", r"--widht is neither a %%train flag nor used by the cell "
                                                            r"body; use `widht` in the cell"),
