@@ -389,8 +389,6 @@ def sweep(build, data, space: dict, *, trials: int = 20, metric: str = "val_loss
     if cluster is not None and workers is None:
         raise BigModelError("cluster= goes with workers=N (the trials then run on that Ray cluster); add workers= "
                             "or drop cluster=.")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise BigModelError(f"workers must be a whole number ≥ 1, not {workers!r}.")
     if workers is not None:  # on Ray Tune: each trial trains a core Run on its worker (no dashboard there)
         unknown = [k for k in options if k not in CONFIG_FIELDS]
         if unknown:
@@ -426,7 +424,11 @@ def sweep_on_ray(train_on_worker, space: dict, *, trials: int, workers: int, clu
                  context: dict | None = None):
     """`sweep_with` on Ray Tune workers: `train_on_worker(params, callbacks)` runs there (shipped by value) and
     trains one trial's Run. Example: ``sweep_on_ray(fn, space, trials=8, workers=2)``"""
-    from .engine.sweep.ray_tune import run_on_ray
+    from .engine.scale.distributed import connect
+    from .engine.sweep.ray_tune import check_workers, run_on_ray
+
+    check_workers(workers)  # before Ray starts, and before the view is shown
+    connect(cluster)  # a cluster that does not answer is said here too
 
     def search(view):
         result = run_on_ray(train_on_worker, space, trials=trials, workers=workers, cluster=cluster, metric=metric,

@@ -251,7 +251,7 @@ class BigModelMagics(MagicsBase):
                 raise UsageError(str(exc).replace("--monitor", "--metric")) from None
 
         if args.workers is not None:
-            self.shell.user_ns[args.name] = self._sweep_on_ray(cell, fixed, searched, variables, args)
+            self.shell.user_ns[args.name] = self._sweep_on_ray(cell, fixed, searched, variables, args, used)
             return None
         if args.cluster is not None:
             raise UsageError("--cluster goes with --workers N (the trials then run on that Ray cluster); add "
@@ -275,20 +275,18 @@ class BigModelMagics(MagicsBase):
             ns.update({k.replace("-", "_"): {**fixed, **result.best["params"]}[k] for k in variables})
         return None
 
-    def _sweep_on_ray(self, cell: str, fixed: dict, searched: dict, variables: list, args):
+    def _sweep_on_ray(self, cell: str, fixed: dict, searched: dict, variables: list, args, used: set | None):
         """%%sweep --workers N: the cell body and the trial's %%train line run on each Ray Tune worker, in a copy
-        of the notebook's namespace (what can be pickled: modules, functions and classes of the notebook, data)."""
-        from .api import sweep_on_ray
-        from .engine.scale.distributed import connect
-
-        if args.workers < 1:  # before Ray starts
-            raise UsageError(f"--workers must be a whole number ≥ 1, not {args.workers}.")
+        of what the notebook's namespace holds that they use. `used`: the names the body reads (None: it does not
+        parse). Ray starts in `api.sweep_on_ray`, once the line is checked."""
         from IPython.core.inputtransformer2 import TransformerManager
+
+        from .api import sweep_on_ray
 
         if TransformerManager().transform_cell(cell).rstrip() != cell.rstrip():  # IPython syntax in the body
             raise UsageError("With --workers the cell body runs on Ray workers as plain Python, where % and ! lines "
                              "do not exist; move them to a cell above the %%sweep.")
-        if _names_in(cell) is None:  # said once here, not by every worker
+        if used is None:  # said once here, not by every worker
             try:
                 compile(cell, "<cell body>", "exec")
             except SyntaxError as exc:
@@ -297,10 +295,9 @@ class BigModelMagics(MagicsBase):
         ns = self.shell.user_ns
         source = fixed.get("from")
         shipped_source = _weights_for_workers(ns[source]) if isinstance(source, str) and source in ns else None
-        connect(args.cluster)
         # What the body reads and what the line names (--data X, --model a,b, --from RUN): the rest stays here.
         named = [*fixed.values(), *(c for p in searched.values() if p.choices for c in p.choices)]
-        wanted = (_names_in(cell) or set()) | {v for v in named if isinstance(v, str) and v.isidentifier()}
+        wanted = (used or set()) | {v for v in named if isinstance(v, str) and v.isidentifier()}
         snapshot, metric, seed = namespace_snapshot(ns, wanted), args.metric, args.seed
         if shipped_source is not None:  # a Run cannot be pickled: its weights travel instead
             snapshot[source] = shipped_source

@@ -121,7 +121,7 @@ class Loop:
                     return
                 run.step += 1
                 tick = run.step % cfg.log_every == 0 or run.step == last_in_epoch
-                if tick or bus.overrides("on_step_end"):  # no dict per step for nobody
+                if tick or bus.overrides("on_step_end"):  # otherwise no callback listens: no logs to build
                     logs = {"step": run.step, "epoch": run.epoch, "lr": lr}
                     if tick:
                         if not self._log_train(metrics, logs):

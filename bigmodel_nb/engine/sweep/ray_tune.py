@@ -82,7 +82,8 @@ class _Stream:
         state = ("fail" if error or status == "failed" else "stopped" if status == "stopped"
                  else "complete" if last.get("finished") else "pruned")
         vals = [r for r in self.rows.get(trial.trial_id, []) if r.get("split") == "val"]
-        number = len(self.result.trials)  # the last report: the best value when finished, else the last validation's
+        number = len(self.result.trials)
+        # "value": the last report, the best value when finished, else the last validation's
         row = {"number": number, **{k: trial.config.get(k) for k in self.space}, "value": last.get("value"),
                "state": state,
                "steps": last.get("steps") or (vals[-1]["step"] if vals else 0),
@@ -100,6 +101,12 @@ class _Stream:
             self.on_trial(self.result)
 
 
+def check_workers(workers) -> None:
+    """One sentence for a worker count Ray cannot use, before Ray starts. Example: ``check_workers(2)``"""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise BigModelError(f"--workers must be a whole number ≥ 1, not {workers!r}.")
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -115,8 +122,7 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
 
     from ..scale.distributed import connect
 
-    if not isinstance(workers, int) or workers < 1:
-        raise BigModelError(f"--workers must be a whole number ≥ 1, not {workers!r}.")
+    check_workers(workers)
     if prune not in PRUNERS:
         from ..core.errors import unknown_choice
 
