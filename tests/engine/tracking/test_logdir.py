@@ -90,7 +90,10 @@ def test_a_killed_process_leaves_every_logged_row_on_disk(tmp_path):
     assert len(record.history) in (len(lines), len(lines) - 1)  # at most the line being written is cut off
     steps = [r["step"] for r in record.rows("train")]
     assert steps == list(range(1, len(steps) + 1))  # no train row lost before the kill
-    assert [r["step"] for r in record.rows("val")] == list(range(20, steps[-1] + 1, 20))  # nor a validation
+    # nor a validation: every epoch end before the last train row has its row; the kill may land between an epoch's
+    # last train row and its validation, which then had not run yet
+    vals, expected = [r["step"] for r in record.rows("val")], list(range(20, steps[-1] + 1, 20))
+    assert vals == expected or (steps[-1] % 20 == 0 and vals == expected[:-1])
 
 
 def test_a_fresh_interpreter_lists_the_logged_runs(tmp_path):
