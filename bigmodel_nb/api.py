@@ -466,7 +466,12 @@ def _shown_sweep(search, trials: int, metric: str, show: bool):
         from .ui.sweep import SweepView
 
         view = SweepView(trials=trials, metric=metric).show()
-    result = search(view)
+    try:
+        result = search(view)
+    except BaseException:  # raised on as it is; the view no longer reads as if trial 3 of 20 were running
+        if view is not None:
+            view.abandon()
+        raise
     if view is not None:
         view.finish(result)
     return result

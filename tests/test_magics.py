@@ -272,11 +272,23 @@ def test_a_sweep_cell_body_may_hold_magic_lines(ip):
     assert hidden in (16, 32) and ip.user_ns["width"] == hidden
 
 
-def test_a_sweep_whose_cell_body_fails_says_so_in_one_sentence(ip):
+def test_a_sweep_whose_cell_body_fails_says_so_in_one_sentence(ip, capsys):
     for body in ("model = nn.Sequential(nn.Linear(64, hidden)", "model = nn.Linear(64, hidden) + undefined_name"):
         with pytest.raises(UsageError, match=r"The cell body failed in trial_0 \(its error is shown above\)"):
             ip.run_cell_magic("sweep", "--trials 2 --data digits --steps 2 --hidden 16,32", body)
     ip.user_ns.pop("sweep", None)
+    assert capsys.readouterr().out.count("sweep stopped after 0 of 2 trials") == 2  # once for each sweep
+
+
+def test_a_sweep_that_fails_after_a_trial_leaves_its_view_saying_it_stopped(ip, capsys):
+    body = ("if globals().get('tried'):\n    raise ValueError('second trial breaks')\n"
+            "tried = True\nmodel = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))")
+    with pytest.raises(UsageError, match=r"The cell body failed in trial_1"):
+        ip.run_cell_magic("sweep", "--trials 3 --seed 0 --data digits --steps 2 --hidden 16,32", body)
+    out = capsys.readouterr().out
+    assert "trial 0 complete" in out and "sweep stopped after 1 of 3 trials" in out and "sweep completed" not in out
+    for name in ("sweep", "tried"):
+        ip.user_ns.pop(name, None)
 
 
 @pytest.mark.parametrize("line, message", [

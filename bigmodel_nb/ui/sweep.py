@@ -92,6 +92,7 @@ class SweepView:
         self.mode = ui_mode()
         self.rich = rich_output()  # as every report: tables and static figures in any kernel, text in a terminal
         self._status = self._table = self._figure = self.output = None
+        self.done = 0  # trials finished so far
 
     def show(self) -> SweepView:
         if not self.rich:
@@ -126,7 +127,7 @@ class SweepView:
             return
         value = f"{last['value']:.4g}" if _finite(last["value"]) else "—"
         best = f" · best {result.best['value']:.4g} (trial {result.best['number']})" if result.best else ""
-        done = len(result.trials)
+        done = self.done = len(result.trials)
         text = f"trial {last['number']} {last['state']}: {self.metric} {value}{best} · {done} of {self.total} trials"
         if not self.rich:
             print(text, flush=True)
@@ -134,6 +135,14 @@ class SweepView:
         self._status.update({"text/html": self._line(text), "text/plain": text}, raw=True)
         self._table.update({"text/html": sweep_html(result), "text/plain": sweep_text(result)}, raw=True)
         self._figure.update(figure_bundle(sweep_figure(result), "<sweep>", final=False), raw=True)
+
+    def abandon(self) -> None:
+        """The sweep raised: the status line says it stopped (the error follows it); the trials so far stay."""
+        text = f"sweep stopped after {self.done} of {self.total} trials"
+        if not self.rich:
+            print(text, flush=True)
+            return
+        self._status.update({"text/html": self._line(text), "text/plain": text}, raw=True)
 
     def finish(self, result) -> None:
         if not self.rich:
