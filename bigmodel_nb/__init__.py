@@ -40,8 +40,10 @@ def load_ipython_extension(ip) -> None:
     from .engine.core.device import default_device, detect_devices
     from .inspect_magics import InspectMagics
     from .magics import BigModelMagics
+    from .sweep_magics import SweepMagics
 
     ip.register_magics(BigModelMagics)
+    ip.register_magics(SweepMagics)
     ip.register_magics(InspectMagics)
     device = default_device()
     info = next((d for d in detect_devices() if d.name == str(device) or d.name.startswith(f"{device}:")), None)
@@ -52,9 +54,10 @@ def unload_ipython_extension(ip) -> None:
     """``%unload_ext bigmodel_nb``: remove the magics this extension registered."""
     from .inspect_magics import InspectMagics
     from .magics import BigModelMagics
+    from .sweep_magics import SweepMagics
 
     magics = ip.magics_manager.magics
-    for cls in (BigModelMagics, InspectMagics):
+    for cls in (BigModelMagics, SweepMagics, InspectMagics):
         for kind in ("line", "cell"):
             for name in list(cls.magics[kind]):
                 magics[kind].pop(name, None)

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).parents[1] / "bigmodel_nb"
-LAYERS = {"magics": 3, "inspect_magics": 3, "parsing": 3, "api": 2, "ui": 1, "engine": 0, "models": 0}
+LAYERS = {"magics": 3, "inspect_magics": 3, "sweep_magics": 3, "parsing": 3, "api": 2, "ui": 1, "engine": 0,
+          "models": 0}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -22,12 +22,13 @@ from bigmodel_nb.parsing import (
     seed_value,
     whole_number,
 )
+from bigmodel_nb.sweep_magics import SweepMagics
 
 MAGICS = {
     "train": BigModelMagics.train, "compare_optimizers": BigModelMagics.compare_optimizers,
     "lr_find": BigModelMagics.lr_find, "device": BigModelMagics.device, "summary": InspectMagics.summary,
     "grads": InspectMagics.grads, "attention": InspectMagics.attention, "compress": InspectMagics.compress,
-    "evaluate": InspectMagics.evaluate, "runs": BigModelMagics.runs, "sweep": BigModelMagics.sweep,
+    "evaluate": InspectMagics.evaluate, "runs": BigModelMagics.runs, "sweep": SweepMagics.sweep,
     "optimizer_playground": BigModelMagics.optimizer_playground,
 }
 LINES_PER_MAGIC = 400

@@ -134,7 +134,7 @@ def test_only_what_the_cell_body_reads_travels_to_the_workers():
 
     import torch
 
-    from bigmodel_nb.magics import namespace_snapshot
+    from bigmodel_nb.sweep_magics import namespace_snapshot
 
     ns = {"torch": torch, "big": torch.zeros(1000, 1000), "lock": threading.Lock(), "hidden": 3, "_private": 1}
     assert set(namespace_snapshot(ns, {"torch", "hidden", "lock", "_private"})) == {"torch", "hidden"}
