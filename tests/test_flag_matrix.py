@@ -8,6 +8,8 @@ and checks what the workers would be given; real worker runs are in tests/engine
 The --compile column trains with `torch.compile` replaced by the identity (a CPU compile takes ~10 s per
 combination); real compiled runs are in tests/engine/core/test_memory.py and test_cuda.py.
 """
+import sys
+
 import pytest
 import torch
 from IPython.core.error import UsageError
@@ -74,6 +76,15 @@ def weights(tmp_path_factory):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     return save_weights(model, tmp_path_factory.mktemp("from") / "mlp")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_shut_down_after():
+    """The --workers cases start a local Ray cluster; later tests (timed Pause/Stop ones) run without it."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture

@@ -334,7 +334,7 @@ class LabPage:
             "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
         )
 
-    def wait_status(self, status: str, timeout: float = 10.0):
+    def wait_status(self, status: str, timeout: float = 30.0):
         """Wait until the newest dashboard's status (its `data-status`) is `status`."""
         self.page.wait_for_function(
             "(s) => { const els = [...document.querySelectorAll('[data-status]')]; "

@@ -32,6 +32,9 @@ def test_summary_and_compress_reports_render_with_their_charts(lab_page):
     assert summary.count() == 1 and "Linear" in summary.inner_text() and "training memory" in summary.inner_text()
     report = page.locator(".bmnb-compress")
     assert report.count() == 1 and report.locator("table.bmnb-table tr").count() == 1 + 4  # header + 4 stages
+    page.wait_for_function("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]; "  # drawn async
+                           "return p.length >= 3 && p.every(q => q._fullData && q._fullData.length); }",
+                           timeout=30_000)
     plots = page.evaluate(PLOTS)
     bars = [p for p in plots if "bar" in p["types"]]
     assert bars and bars[-1]["points"] >= 4, plots  # the before/after bars

@@ -2,7 +2,6 @@
 grows while training and leaves a static figure + `run.gradients` behind; `%attention`'s heatmap,
 its layer/head dropdown (clicked in the page) and the all-heads grid; `%grads`' figure and flags;
 `%evaluate`'s tables, confusion matrix (counts ↔ row shares), top-loss gallery and reliability curve."""
-import time
 
 MODEL = "model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10))"
 GPT = ("import torch\nfrom bigmodel_nb.models import GPT, GPTConfig\ntorch.manual_seed(0)\n"
@@ -52,13 +51,13 @@ def wait_status(page, status, timeout=10.0):
 
 def test_watch_grads_live_panel_grows_then_stop_leaves_static_figure_and_report(lab_page):
     cells = ["%load_ext bigmodel_nb", "import torch\nfrom torch import nn",
-             f"%%train --data digits --epochs 400 --seed 0 --watch-grads --watch-every 5\n{MODEL}",
+             f"%%train --data digits --epochs 400 --seed 0 --watch-grads --watch-every 25\n{MODEL}",
              "g = run.gradients\nprint('report', type(g).__name__, len(g.layers), len(g.steps), g.status)\n"
              "print('layers', g.layers)\nprint('step', run.status, run.step)"]
     lab_page.open(cells, dest="watch_grads.ipynb")
     page = lab_page.page
     # Record every state of the live heatmap the page shows (columns, newest step), from the start:
-    # it keeps at most ~200 columns, which a fast machine reaches within a second or two.
+    # it keeps at most ~200 columns: 5000 steps at --watch-every 25, so it is still growing while watched.
     page.evaluate(HEATMAP_WATCH_JS)
     lab_page.run_all()
     # The live panel: a heatmap in a FigureWidget under the training chart, with some columns.
@@ -75,7 +74,7 @@ def test_watch_grads_live_panel_grows_then_stop_leaves_static_figure_and_report(
     assert boxes[1][0] >= boxes[0][1] - 1 and boxes[1][2] > 150, boxes
     flags = page.locator(".bmnb-grad-flags")
     assert flags.count() >= 1
-    time.sleep(2.0)
+    page.wait_for_function("() => window.__heat.length >= 3", timeout=30_000)
     seen = page.evaluate("() => window.__heat")
     print("heatmap states seen (columns, newest step):", seen)
     assert len(seen) >= 3, seen  # redrawn again and again while training
@@ -87,11 +86,14 @@ def test_watch_grads_live_panel_grows_then_stop_leaves_static_figure_and_report(
     lab_page.screenshot("inspection-watch-grads-running")
 
     page.locator("button.bmnb-stop").first.click()
-    wait_status(page, "stopped", timeout=10)
+    wait_status(page, "stopped", timeout=30)
     lab_page.wait_idle(timeout=30)
     # The static snapshot: the live widgets were replaced by plain Plotly figures, the gradient
     # figure (heatmap + bars + histogram) among them, and the final flags.
-    page.wait_for_function("() => document.querySelectorAll('button.bmnb-stop').length === 0", timeout=10_000)
+    page.wait_for_function("() => document.querySelectorAll('button.bmnb-stop').length === 0", timeout=30_000)
+    page.wait_for_function("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]; "  # drawn async
+                           "return p.length === 2 && p.every(q => q._fullData && q._fullData.length); }",
+                           timeout=30_000)
     static = heatmap_plots(page)
     assert len(static) == 1, static
     assert static[0]["types"][:2] == ["heatmap", "scatter"] and static[0]["columns"][0] >= later["columns"][0]

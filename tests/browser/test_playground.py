@@ -109,7 +109,8 @@ def test_a_slider_and_a_click_on_the_contour_change_the_paths_and_the_table(lab_
     page.wait_for_timeout(200)
     page.mouse.click(px, py)
     wait_changed(lambda: table_text(page), table_after_lr)
-    clicked = kernel(page, STATE)
+    # The kernel's state once the click is handled (the table may have changed for a late lr redraw first).
+    clicked = wait_for(lambda: kernel(page, STATE), lambda s: abs(s["start"][0] - target[0]) < 0.1)
     assert abs(clicked["start"][0] - target[0]) < 0.1 and abs(clicked["start"][1] - target[1]) < 0.05
     assert clicked["sgd_start"] == list(clicked["start"])
     wait_for(lambda: plot_sgd_path(page),

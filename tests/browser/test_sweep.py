@@ -24,7 +24,7 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
                               "return s ? +s.dataset.step : 0; }")
         total = page.evaluate("() => { const t = (document.querySelector('.bmnb-info') || {}).textContent || '';"
                               "const m = t.match(/step \\d+\\/(\\d+)/); return m ? +m[1] : 0; }")
-        if total >= 2000 and steps > 5:
+        if total >= 2000 and 5 < steps < total // 2:  # the click lands well before this trial ends
             break
         time.sleep(0.5)
     else:
@@ -32,7 +32,7 @@ def test_stop_on_the_running_trial_ends_the_sweep(lab_page):
     lab_page.screenshot("sweep-running")
     assert "sweep" in status
     page.locator("button.bmnb-stop").first.click()
-    lab_page.wait_status("stopped", timeout=10)
+    lab_page.wait_status("stopped", timeout=30)
     lab_page.wait_idle(timeout=60)
     out, deadline = "", time.monotonic() + 30
     while not out and time.monotonic() < deadline:  # the last cell runs once the sweep has ended

@@ -31,6 +31,12 @@ def start_training(lab_page, flags: str, after: str, dest: str):
     return lab_page.page
 
 
+def wait_step_beyond(page, held: int):
+    """Training goes on: the newest status shows a step past `held` (within 30 s on a loaded machine)."""
+    page.wait_for_function("(h) => { const s = [...document.querySelectorAll('[data-status]')].pop(); "
+                           "return s && +s.dataset.step > h; }", arg=held, timeout=30_000)
+
+
 def click(page, selector):
     page.locator(f"button{selector}").first.click()
 
@@ -38,7 +44,11 @@ def click(page, selector):
 def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
     page = start_training(lab_page, "", "print('after', run.status, run.step)", "blocking_stop.ipynb")
     first = chart_state(page)
-    time.sleep(1.5)
+    # The chart is resent every ~1.5 s and the status every tick: wait for both to move on.
+    page.wait_for_function("""(f) => { const p = document.querySelector('.js-plotly-plot');
+        const x = p && p.data && p.data[0] ? p.data[0].x : [];
+        const s = [...document.querySelectorAll('[data-status]')].pop();
+        return x.length && x[x.length - 1] > f.last && s && +s.dataset.step > f.step; }""", arg=first, timeout=30_000)
     second = chart_state(page)
     assert second["last"] > first["last"] and second["step"] > first["step"], (first, second)
     assert first["bar"] <= second["bar"] and second["bar"] > 0
@@ -47,10 +57,10 @@ def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
 
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
-    lab_page.wait_status("stopped", timeout=5)
+    lab_page.wait_status("stopped", timeout=30)
     took = time.monotonic() - t0
-    print(f"Stop click to status stopped: {took:.2f} s")
-    assert took < 2.0, f"Stop took {took:.2f} s"
+    print(f"Stop click to status stopped: {took:.2f} s")  # a figure to read, not a timing test
+    assert took < 10.0, f"Stop took {took:.2f} s"  # a Stop that waited for the 5000 epochs would take hours
     lab_page.wait_idle(timeout=30)
     outputs = lab_page.cell_outputs()
     assert outputs[0].startswith("bigmodel_nb 0.1.0")
@@ -62,7 +72,7 @@ def test_blocking_stop_live_charts_and_static_snapshot(lab_page):
     assert page.locator(".js-plotly-plot").count() == 1 and page.locator("button.bmnb-stop").count() == 0
     lab_page.screenshot("train-blocking-stopped")
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    time.sleep(1.0)
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
     saved = nbformat.reads((lab_page.server.root_dir / "blocking_stop.ipynb").read_text(), 4)
     mimetypes = [k for o in saved.cells[2].outputs for k in o.get("data", {})]
     assert "application/vnd.plotly.v1+json" in mimetypes and "text/html" in mimetypes
@@ -82,8 +92,7 @@ def test_background_pause_resume_stop(lab_page):
     lab_page.screenshot("train-background-paused")
     click(page, ".bmnb-resume")
     lab_page.wait_status("running")
-    time.sleep(1.0)
-    assert chart_state(page)["step"] > held
+    wait_step_beyond(page, held)
     click(page, ".bmnb-stop")
     lab_page.wait_status("stopped")
     assert not lab_page.errors
@@ -92,14 +101,13 @@ def test_background_pause_resume_stop(lab_page):
 def test_blocking_pause_gives_the_notebook_back_and_resume_continues(lab_page):
     page = start_training(lab_page, "", "print('after', run.status)", "blocking_pause.ipynb")
     click(page, ".bmnb-pause")
-    lab_page.wait_idle(timeout=10)
+    lab_page.wait_idle(timeout=30)
     outputs = lab_page.cell_outputs()
     assert "is paused at step" in outputs[2] and "after paused" in outputs[3]
     held = chart_state(page)["step"]
     click(page, ".bmnb-resume")
     lab_page.wait_status("running")
-    time.sleep(1.0)
-    assert chart_state(page)["step"] > held
+    wait_step_beyond(page, held)
     click(page, ".bmnb-stop")
     lab_page.wait_status("stopped")
     assert not lab_page.errors
@@ -117,12 +125,12 @@ def test_without_subshells_the_buttons_interrupt_the_kernel(no_subshells, lab_pa
     page = start_training(lab_page, "", "print('after', run.status)", "no_subshells.ipynb")
     t0 = time.monotonic()
     click(page, ".bmnb-stop")
-    lab_page.wait_status("stopped", timeout=10)
+    lab_page.wait_status("stopped", timeout=30)
     elapsed = time.monotonic() - t0
     lab_page.wait_idle(timeout=30)
     assert "after" in lab_page.cell_outputs()[3]
     assert "Kernel interrupted" in lab_page.server.log_tail(400)  # the REST interrupt was the path taken
-    assert elapsed < 5.0
+    assert elapsed < 20.0  # bridge grace, REST interrupt, the next cell, then the queued click: seconds, not hours
     assert "KeyboardInterrupt" not in "".join(lab_page.cell_outputs())
 
 
@@ -193,9 +201,10 @@ def test_reloaded_page_redraws_the_live_curves_and_the_loss_panel_toggles_log(la
     # JupyterLab draws a reloaded notebook's widgets from the kernel's widget state: save, reload, compare.
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     saved = lab_page.server.root_dir / "reload.ipynb"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "widget-view+json" not in saved.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert "widget-view+json" in saved.read_text(), "the notebook was not saved with its widgets within 30 s"
     t0 = time.monotonic()
     page.reload()
     page.wait_for_function(f"() => ({PANELS_JS})() !== null", timeout=60_000)

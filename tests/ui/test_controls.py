@@ -19,7 +19,7 @@ def test_stop_button_click_stops_a_real_run(widget_mode, mlp, slow):
 
 
 def test_pause_and_resume_buttons(widget_mode, mlp, slow):
-    run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=0))
+    run = Run(mlp(), "digits", TrainConfig(epochs=20, seed=0))  # ~2 s: a late click still lands mid-run
     dash = TrainingDashboard(run, tick=0.05).show()
     run.start([slow, dash])
     time.sleep(0.2)

@@ -103,10 +103,11 @@ def test_resumed_run_gives_the_same_losses_as_an_uninterrupted_one(tmp_path):
 
 def test_resume_after_a_stop_mid_epoch_continues_the_same_trajectory(tmp_path):
     full = fit(mlp(), "digits", epochs=3, seed=5)
-    run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=5, checkpoint=str(tmp_path)), [Slow()]).start()
-    time.sleep(0.15)
-    run.stop().wait()
-    assert run.status == "stopped" and run.step < run.total_steps
+    stop_mid_epoch = Callback()
+    stop_mid_epoch.on_step_end = lambda run, logs: run.stop() if logs["step"] == 30 else None  # epoch 2 of 3
+    run = Run(mlp(), "digits", TrainConfig(epochs=3, seed=5, checkpoint=str(tmp_path)), [stop_mid_epoch]).start()
+    run.wait(timeout=30)
+    assert run.status == "stopped" and run.step == 30 < run.total_steps
     resumed = fit(mlp(seed=1), "digits", epochs=3, seed=5, checkpoint=str(tmp_path), resume=True)
     for a, b in zip(resumed.model.parameters(), full.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
@@ -163,7 +164,7 @@ def test_run_here_turns_an_interrupt_into_a_stop_at_a_step_boundary():
 
 
 def test_run_here_hands_a_paused_run_to_a_worker_thread():
-    run = Run(mlp(), "digits", TrainConfig(epochs=4, seed=0), [Slow()])
+    run = Run(mlp(), "digits", TrainConfig(epochs=20, seed=0), [Slow()])  # ~2 s: a late timer still lands mid-run
     threading.Timer(0.2, run.pause).start()
     run.run_here(until=lambda: run.paused)
     assert run.alive and run.paused and run.step < run.total_steps  # returned while paused

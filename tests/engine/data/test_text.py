@@ -73,7 +73,7 @@ def test_stdlib_is_deterministic_printable_and_fast():
     elapsed = time.perf_counter() - t0
     b = load_dataset("python-stdlib", seed=123)
     assert torch.equal(a.train.X, b.train.X) and torch.equal(a.test.y, b.test.y)
-    assert 900_000 <= a.info["characters"] <= 1_000_000 and elapsed < 2.0
+    assert 900_000 <= a.info["characters"] <= 1_000_000 and elapsed < 10.0  # ~0.5 s; generous on a loaded CI
     text, _ = stdlib_source(50_000)
     assert set(text) <= set(PRINTABLE_ASCII)
 

@@ -3,6 +3,7 @@ streamed live, weights back in the notebook, a dead worker resumed from the chec
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,7 +61,10 @@ class DiesOnce(nn.Module):
         if (self.training and dist.is_initialized() and dist.get_rank() == 1 and self.calls == self.at
                 and not os.path.exists(self.marker)):
             open(self.marker, "w").close()
-            time.sleep(1.5)  # the controller has registered the epoch-1 checkpoint by now
+            saved, deadline = Path(self.marker).parent / "ckpt", time.monotonic() + 60
+            while not list(saved.rglob("checkpoint_*")) and time.monotonic() < deadline:
+                time.sleep(0.1)  # rank 0 has written the epoch-1 checkpoint ...
+            time.sleep(2.0)  # ... and the controller (polling every 0.5 s) has registered it by now
             os._exit(1)
         return self.net(x)
 
