@@ -102,6 +102,34 @@ def test_two_workers_follow_one_process_stream_rows_live_and_survive_a_dead_work
     assert list((tmp_path / "ckpt").rglob("checkpoint_*"))
 
 
+class StopAtRow(Callback):
+    """Presses Stop in the notebook when the first train row at or past `step` arrives from the workers."""
+
+    def __init__(self, step):
+        self.step, self.pressed_at = step, None
+
+    def on_step_end(self, run, logs):
+        if self.pressed_at is None and logs["step"] >= self.step:
+            self.pressed_at = logs["step"]
+            run.stop()
+
+
+def test_stop_in_the_notebook_stops_every_worker_at_one_logging_step(digits):
+    """Stop reaches the workers through rank 0 at its next logging step; all stop there, the run keeps its rows."""
+    stop = StopAtRow(step=30)
+    run = DistributedRun(mlp(), digits, TrainConfig(epochs=200, seed=0, log_every=10), workers=2)
+    t0 = time.monotonic()
+    run.run_here([stop])
+    print(f"a --workers run stopped at step {run.step} of {run.total_steps} after {time.monotonic() - t0:.0f} s")
+    assert run.status == "stopped" and run.error is None
+    assert stop.pressed_at is not None and stop.pressed_at < run.step < run.total_steps // 4  # long before the end
+    train = run.rows("train")
+    assert train[-1]["step"] == run.step and run.step % 10 == 0  # the workers stopped at a logging step
+    assert [r["step"] for r in train] == sorted({r["step"] for r in train})  # each row once, in order
+    trained = run.model.state_dict()
+    assert any(not torch.equal(trained[k], mlp().state_dict()[k]) for k in trained)  # the weights came back
+
+
 def test_bad_distributed_input_is_one_sentence(digits, monkeypatch):
     with pytest.raises(BigModelError, match="needs 2 GPUs but the Ray cluster has 0"):
         DistributedRun(mlp(), digits, TrainConfig(), workers=2, gpus_per_worker=1)
