@@ -29,9 +29,11 @@ def test_load_ext_prints_the_device_banner(shell, capsys):
 def test_unload_removes_the_magics(shell):
     shell.run_line_magic("load_ext", "bigmodel_nb")
     shell.run_line_magic("unload_ext", "bigmodel_nb")
-    assert "train" not in shell.magics_manager.magics["cell"]
+    magics = shell.magics_manager.magics
+    assert not {"train", "sweep"} & set(magics["cell"]) and not {"summary", "runs"} & set(magics["line"])
+    assert not {"BigModelMagics", "SweepMagics", "InspectMagics"} & set(shell.magics_manager.registry)
     shell.run_line_magic("load_ext", "bigmodel_nb")
-    assert "train" in shell.magics_manager.magics["cell"]
+    assert {"train", "sweep"} <= set(magics["cell"]) and {"summary", "runs"} <= set(magics["line"])
 
 
 def test_cell_magic_trains_the_model_defined_in_the_cell(ip, capsys):
