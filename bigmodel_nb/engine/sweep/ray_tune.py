@@ -18,7 +18,7 @@ from ..core.early_stop import LOWER_IS_BETTER
 from ..core.errors import BigModelError
 from ..core.run import register_result
 from .space import Param
-from .study import PRUNERS, Sweep, study_rows
+from .study import PRUNERS, Sweep, open_study, study_rows
 
 
 class TuneReporter(Callback):
@@ -127,6 +127,12 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
         from ..core.errors import unknown_choice
 
         raise unknown_choice("--prune", prune, PRUNERS)
+    key = str(metric).removeprefix("val_")
+    direction = "minimize" if key in LOWER_IS_BETTER else "maximize"
+    # A stored study is opened as the notebook's sweeps open it: the same checks (its space and direction, a
+    # --study without --storage) and one sentence for a storage that cannot be opened; Optuna then loads it.
+    stored = open_study(space, direction=direction, storage=storage, study_name=study_name, seed=seed,
+                        prune=prune) if storage or study_name else None
     # Tune's progress tables: the view reports the trials instead (its result files, which it reads back, stay)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     connect(cluster)
@@ -134,8 +140,6 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    key = str(metric).removeprefix("val_")
-    direction = "minimize" if key in LOWER_IS_BETTER else "maximize"
     mode = "min" if direction == "minimize" else "max"
     name = study_name or "sweep"
     backend = optuna.storages.RDBStorage(storage) if storage else optuna.storages.InMemoryStorage()
@@ -144,10 +148,8 @@ def run_on_ray(train_on_worker: Callable, space: dict[str, Param], *, trials: in
     # ASHA stops a trial at a validation where it trails the others (Ray Tune's answer to median pruning)
     scheduler = FIFOScheduler() if prune == "none" else ASHAScheduler(metric="value", mode=mode, grace_period=1)
     result = Sweep(trials=[], best=None, study=None, metric=metric, direction=direction)
-    try:  # a stored study's earlier trials come first, as in the notebook's sweeps: new numbers follow theirs
-        result.trials = study_rows(optuna.load_study(study_name=name, storage=backend), space)
-    except KeyError:  # no such study yet
-        pass
+    if stored is not None:  # its earlier trials come first, as in the notebook's sweeps: new numbers follow theirs
+        result.trials = study_rows(stored, space)
     stream = _Stream(result, space, on_trial)
     def trainable(config):
         train_on_worker(dict(config), [TuneReporter(key, direction)])

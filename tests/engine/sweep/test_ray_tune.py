@@ -48,6 +48,16 @@ def test_a_stored_study_goes_on_with_the_next_numbers(tmp_path):
     again = sweep(build, "digits", space, trials=2, steps=5, workers=2, storage=url, study="s", show=False)
     assert [t["number"] for t in first.trials] == [0, 1] and [t["number"] for t in again.trials] == [0, 1, 2, 3]
     assert len(again.study.trials) == 4 and len(again.run_records()) == 2  # %runs lists this sweep's own trials
+    # The stored study is checked as the notebook's sweeps check it, in one sentence.
+    with pytest.raises(BigModelError, match=r"The stored study 's' searched other parameters"):
+        sweep(build, "digits", {"hidden": "16,32"}, trials=1, steps=5, workers=2, storage=url, study="s", show=False)
+    with pytest.raises(BigModelError, match=r"'s' minimizes its value but this sweep would maximize it"):
+        sweep(build, "digits", space, trials=1, steps=5, workers=2, storage=url, study="s", metric="val_accuracy",
+              show=False)
+    with pytest.raises(BigModelError, match=r"Cannot open the study storage 'sqlite:////proc/nope/x.db'"):
+        sweep(build, "digits", space, trials=1, steps=5, workers=2, storage="sqlite:////proc/nope/x.db", show=False)
+    with pytest.raises(BigModelError, match=r"--study names a study in a database; add --storage"):
+        sweep(build, "digits", space, trials=1, steps=5, workers=2, study="s", show=False)
 
 
 def test_the_magic_runs_the_cell_body_on_the_workers(shell, monkeypatch):
