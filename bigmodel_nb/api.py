@@ -182,7 +182,7 @@ def lr_find(model, data, *, show: bool = True, **options):
     return result
 
 
-def compare_optimizers(model, data=None, optimizers=("sgd", "momentum", "rmsprop", "adam", "adamw"), *,
+def compare_optimizers(model=None, data=None, optimizers=("sgd", "momentum", "rmsprop", "adam", "adamw"), *,
                        function: str | None = None, start=None, steps: int | None = None, lr=None, show: bool = True,
                        **options):
     """Same initial weights, same batches, one curve per optimizer (live in a notebook) -> `Comparison`; or with
@@ -190,10 +190,14 @@ def compare_optimizers(model, data=None, optimizers=("sgd", "momentum", "rmsprop
     %compare_optimizers.
 
     Example: ``bigmodel_nb.compare_optimizers(model, "digits", ["sgd", "adam"], epochs=5).table()``
+    or ``bigmodel_nb.compare_optimizers(function="rosenbrock", optimizers="sgd,adam")``
     """
     names = [o.strip() for o in optimizers.split(",")] if isinstance(optimizers, str) else list(optimizers)
     if function is not None:
         return _trajectories(function, names, start=start, steps=steps, lr=lr, show=show)
+    if model is None:
+        raise BigModelError("compare_optimizers needs a model to train, or function='rosenbrock' (or another 2-D "
+                            "test function) for optimizer paths without one.")
     from .engine.compare.optimizers import OptimizerComparison
     from .ui.compare import ComparisonDashboard
 

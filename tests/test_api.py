@@ -43,11 +43,13 @@ def test_compress_order_follows_the_line():
 
 
 def test_comparisons_and_trajectories_both_have_results():
-    paths = compare_optimizers(None, None, "sgd,adam", function="rosenbrock", steps=50, show=False)
+    paths = compare_optimizers(function="rosenbrock", optimizers="sgd,adam", steps=50, show=False)
     assert (set(paths.results) == {"sgd", "adam"}
             and {"x", "y", "loss", "distance", "diverged"} <= set(paths.results["adam"]))
     comparison = compare_optimizers(mlp(), "digits", ["sgd", "adam"], epochs=1, show=False)
     assert set(comparison.results) == {"sgd", "adam"} and "val_loss" in comparison.results["adam"]
+    with pytest.raises(BigModelError, match="needs a model to train, or function="):
+        compare_optimizers(data="digits", show=False)
 
 
 def test_fit_refuses_unknown_options_with_a_suggestion():
