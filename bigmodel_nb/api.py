@@ -298,9 +298,18 @@ def compress(model, data=None, *, prune: float | None = None, structured: bool =
 
     Example: ``bigmodel_nb.compress(model, "digits", prune=0.5, structured=True, finetune=2, quantize="int8")``
     """
+    import inspect
+
     from .engine.compress import compress as run_steps
     from .engine.compress import steps_from_flags
 
+    known = [k for k in inspect.signature(run_steps).parameters if k not in ("model", "data", "steps", "trainer")]
+    unknown = [k for k in options if k not in known]
+    if unknown:  # before "nothing to do", which a misspelt prune= would otherwise say
+        close = difflib.get_close_matches(unknown[0], ["prune", "structured", "scope", "finetune", "quantize",
+                                                       "distill", "order", "steps", *known], n=1)
+        hint = f" — did you mean {close[0]}?" if close else "."
+        raise BigModelError(f"Unknown compress option '{unknown[0]}'{hint}")
     flagged = steps_from_flags(prune=prune, structured=structured, scope=scope, finetune=finetune, quantize=quantize,
                                distill=distill, temperature=temperature, alpha=alpha, order=order)
     if steps is not None and flagged:
