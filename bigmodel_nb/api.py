@@ -306,8 +306,8 @@ def compress(model, data=None, *, prune: float | None = None, structured: bool =
     known = [k for k in inspect.signature(run_steps).parameters if k not in ("model", "data", "steps", "trainer")]
     unknown = [k for k in options if k not in known]
     if unknown:  # before "nothing to do", which a misspelt prune= would otherwise say
-        close = difflib.get_close_matches(unknown[0], ["prune", "structured", "scope", "finetune", "quantize",
-                                                       "distill", "order", "steps", *known], n=1)
+        own = [k for k in inspect.signature(compress).parameters if k not in ("model", "data", "options")]
+        close = difflib.get_close_matches(unknown[0], [*own, *known], n=1)
         hint = f" — did you mean {close[0]}?" if close else "."
         raise BigModelError(f"Unknown compress option '{unknown[0]}'{hint}")
     flagged = steps_from_flags(prune=prune, structured=structured, scope=scope, finetune=finetune, quantize=quantize,

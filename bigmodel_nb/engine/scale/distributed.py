@@ -303,7 +303,11 @@ def train_worker(cfg: dict) -> dict | None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     config, data = cfg["config"], cfg["data"]
-    post = lambda row: ray.get(cfg["mailbox"].post.remote(row))  # noqa: E731 - waits, so rows arrive in order
+
+    def post(row: dict) -> bool:
+        """Hand `row` to the notebook and wait (so rows arrive in order); whether Stop was asked for."""
+        return ray.get(cfg["mailbox"].post.remote(row))
+
     device = ray.train.torch.get_device()
     model = cfg["model"].to(device)
     steps_per_epoch = optimizer_steps(config, data.train)
